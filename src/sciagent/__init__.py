@@ -1,0 +1,1 @@
+"""sciagent: agentic scientific workflows."""
