@@ -1,0 +1,365 @@
+"""Tests for sciagent.science.analysis on real PDB/DCD/CSV files built from OpenMM's villin structure.
+
+Expected values are computed independently here with numpy and OpenMM's topology (not mdtraj),
+so the module's mdtraj-based numbers are checked against a second implementation.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import openmm.app as app
+import pytest
+from openmm import unit
+
+from sciagent.science.analysis import (
+    DEFAULT_THRESHOLDS,
+    Analysis,
+    StabilityThresholds,
+    analyze_trajectory,
+    assess_stability,
+)
+
+VILLIN_PDB = Path(app.__file__).parent / "data" / "test.pdb"
+BACKBONE_NAMES = {"N", "CA", "C", "O"}
+PRODUCTION_START_PS = 100.0
+INTERVAL_PS = 2.0
+TARGET_K = 300.0
+
+
+@pytest.fixture(scope="module")
+def protein_pdb(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Villin headpiece without water and ions, as the MD kernel writes an implicit-solvent start."""
+    pdb = app.PDBFile(str(VILLIN_PDB))
+    modeller = app.Modeller(pdb.topology, pdb.positions)
+    modeller.deleteWater()
+    modeller.delete([r for r in modeller.topology.residues() if r.name in ("Cl", "CL", "NA", "Na")])
+    path = tmp_path_factory.mktemp("villin") / "protein.pdb"
+    with path.open("w") as handle:
+        app.PDBFile.writeFile(modeller.topology, modeller.positions, handle, keepIds=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def protein(protein_pdb: Path) -> tuple[app.Topology, np.ndarray]:
+    """Topology and reference coordinates (nm, float64) read back from the written PDB."""
+    pdb = app.PDBFile(str(protein_pdb))
+    return pdb.topology, pdb.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+
+
+def write_dcd(path: Path, topology: app.Topology, frames: list[np.ndarray]) -> Path:
+    """Write frames (nm) with OpenMM's DCDFile, as the MD kernel's reporter does."""
+    with path.open("wb") as handle:
+        dcd = app.DCDFile(handle, topology, 0.002)
+        for xyz in frames:
+            dcd.writeModel(xyz * unit.nanometer)
+    return path
+
+
+def write_csv(
+    path: Path,
+    production: list[tuple[float, float, float, float]],
+    equilibration_rows: int = 3,
+) -> Path:
+    """Write a state CSV: a few equilibration rows (values that must be ignored), then production rows.
+
+    Each production row is (time_ps, potential, total, temperature).
+    """
+    header = ["phase", "step", "time_ps", "potential_kj_mol", "kinetic_kj_mol", "total_kj_mol",
+              "temperature_k", "speed_ns_day"]
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        equilibration_times = np.linspace(0.0, PRODUCTION_START_PS, equilibration_rows + 1)[1:]
+        for t in equilibration_times:
+            writer.writerow(["equilibration", int(t / 0.002), t, 1e6, 1e6, 2e6, 9999.0, 50.0])
+        for t, potential, total, temperature in production:
+            kinetic = total - potential
+            writer.writerow(["production", int(t / 0.002), t, potential, kinetic, total, temperature, 50.0])
+    return path
+
+
+def steady_rows(n: int, temperature: float = TARGET_K) -> list[tuple[float, float, float, float]]:
+    """Production rows with constant energies at the report interval after production starts."""
+    return [(PRODUCTION_START_PS + INTERVAL_PS * (i + 1), -5000.0, -3000.0, temperature) for i in range(n)]
+
+
+def run(tmp_path: Path, topology_pdb: Path, topology: app.Topology, frames: list[np.ndarray],
+        rows: list[tuple[float, float, float, float]] | None = None) -> Analysis:
+    """Write the DCD and CSV for frames and analyse them."""
+    dcd = write_dcd(tmp_path / "traj.dcd", topology, frames)
+    state = write_csv(tmp_path / "state.csv", rows if rows is not None else steady_rows(len(frames)))
+    return analyze_trajectory(topology_pdb, dcd, state, production_start_ps=PRODUCTION_START_PS,
+                              target_temperature_k=TARGET_K)
+
+
+def atom_indices(topology: app.Topology, names: set[str] | None = None) -> np.ndarray:
+    """Indices of atoms by name, read from OpenMM's topology (independent of mdtraj's selections)."""
+    return np.array([a.index for a in topology.atoms() if names is None or a.name in names])
+
+
+def masses(topology: app.Topology) -> np.ndarray:
+    """Atomic masses in daltons from OpenMM's element table."""
+    return np.array([a.element.mass.value_in_unit(unit.dalton) for a in topology.atoms()])
+
+
+def rotation(rng: np.random.Generator) -> np.ndarray:
+    """A random proper rotation matrix (QR of a Gaussian matrix, determinant forced to +1)."""
+    q, r = np.linalg.qr(rng.normal(size=(3, 3)))
+    q = q @ np.diag(np.sign(np.diag(r)))
+    if np.linalg.det(q) < 0:
+        q[:, 0] = -q[:, 0]
+    return q
+
+
+def test_identical_frames_give_zero_rmsd_rmsf_slope_and_full_retention(
+    tmp_path: Path, protein_pdb: Path, protein: tuple[app.Topology, np.ndarray]
+) -> None:
+    topology, xyz = protein
+    result = run(tmp_path, protein_pdb, topology, [xyz] * 12)
+
+    assert result.frames == 12
+    assert max(result.backbone_rmsd_angstrom) < 1e-3
+    assert result.max_rmsf_angstrom < 1e-3
+    assert abs(result.final_window_rmsd_slope_angstrom_per_ns) < 1e-3
+    assert result.final_window_rmsd_mean_angstrom < 1e-3
+    assert result.secondary_structure.retention == 1.0
+    assert result.secondary_structure.first == result.secondary_structure.last
+    assert result.secondary_structure.first["helix"] > 0.5  # villin is a three-helix bundle
+    assert result.time_ns == pytest.approx([INTERVAL_PS * (i + 1) / 1000.0 for i in range(12)])
+    assert len(result.residue_labels) == len(result.ca_rmsf_angstrom) == 35
+    assert result.residue_labels[:3] == ["LEU1", "SER2", "ASP3"]
+    assert result.assessment.verdict == "stable"
+    assert result.thresholds == {k: float(v) for k, v in asdict(DEFAULT_THRESHOLDS).items()}
+    json.dumps(result.model_dump(), allow_nan=False)  # plain, finite JSON
+
+
+def test_rigid_rotations_and_translations_are_aligned_away(
+    tmp_path: Path, protein_pdb: Path, protein: tuple[app.Topology, np.ndarray]
+) -> None:
+    topology, xyz = protein
+    rng = np.random.default_rng(7)
+    frames = [xyz @ rotation(rng).T + rng.uniform(-3.0, 3.0, size=3) for _ in range(10)]
+    result = run(tmp_path, protein_pdb, topology, frames)
+
+    assert max(result.backbone_rmsd_angstrom) < 1e-3
+    assert result.max_rmsf_angstrom < 1e-3
+    reference_rg = rg_nm(xyz, masses(topology))
+    assert result.radius_of_gyration_nm == pytest.approx([reference_rg] * 10, abs=1e-5)
+
+
+def test_mirror_image_is_not_superposed_away(
+    tmp_path: Path, protein_pdb: Path, protein: tuple[app.Topology, np.ndarray]
+) -> None:
+    topology, xyz = protein
+    mirrored = xyz * np.array([-1.0, 1.0, 1.0])
+    result = run(tmp_path, protein_pdb, topology, [xyz] * 5 + [mirrored] * 5)
+
+    assert max(result.backbone_rmsd_angstrom[:5]) < 1e-3
+    assert min(result.backbone_rmsd_angstrom[5:]) > 1.0  # a proper rotation cannot undo a reflection
+
+
+def rg_nm(xyz: np.ndarray, weights: np.ndarray) -> float:
+    """Mass-weighted radius of gyration, written out longhand."""
+    centre = (xyz * weights[:, None]).sum(axis=0) / weights.sum()
+    return math.sqrt(float((((xyz - centre) ** 2).sum(axis=1) * weights).sum() / weights.sum()))
+
+
+def test_scaled_frames_match_independent_rmsd_rg_and_rmsf(
+    tmp_path: Path, protein_pdb: Path, protein: tuple[app.Topology, np.ndarray]
+) -> None:
+    topology, xyz = protein
+    scales = np.linspace(0.9, 1.1, 11)
+    centroid = xyz.mean(axis=0)
+    frames = [centroid + s * (xyz - centroid) for s in scales]
+    result = run(tmp_path, protein_pdb, topology, frames)
+
+    # Scaling about any point: the best superposition only re-centres (the cross-covariance is
+    # symmetric positive definite, so the optimal rotation is the identity); RMSD = |s - 1| * spread.
+    backbone = xyz[atom_indices(topology, BACKBONE_NAMES)]
+    spread_angstrom = 10.0 * math.sqrt(float(((backbone - backbone.mean(axis=0)) ** 2).sum(axis=1).mean()))
+    assert result.backbone_rmsd_angstrom == pytest.approx(np.abs(scales - 1.0) * spread_angstrom, abs=2e-3)
+
+    expected_rg = [rg_nm(frame, masses(topology)) for frame in frames]
+    assert result.radius_of_gyration_nm == pytest.approx(expected_rg, abs=1e-5)
+    assert result.rg_mean_nm == pytest.approx(np.mean(expected_rg), abs=1e-5)
+
+    # Aligned on CA, frame k's CA i sits at c + s_k (x_i - c); about the mean, RMSF_i = std(s) |x_i - c|.
+    ca = xyz[atom_indices(topology, {"CA"})]
+    expected_rmsf = 10.0 * np.std(scales) * np.linalg.norm(ca - ca.mean(axis=0), axis=1)
+    assert result.ca_rmsf_angstrom == pytest.approx(expected_rmsf, abs=2e-3)
+
+    # The last quarter (3 frames) has scales 1.06, 1.08, 1.10: RMSD rises linearly in time.
+    window_scales = scales[-3:]
+    window_time_ns = np.array(result.time_ns[-3:])
+    planted_slope = np.polyfit(window_time_ns, (window_scales - 1.0) * spread_angstrom, 1)[0]
+    assert result.final_window_rmsd_slope_angstrom_per_ns == pytest.approx(planted_slope, rel=1e-3)
+
+
+def test_energy_and_temperature_statistics_match_planted_values(
+    tmp_path: Path, protein_pdb: Path, protein: tuple[app.Topology, np.ndarray]
+) -> None:
+    topology, xyz = protein
+    n = 20
+    potential_slope, total_slope = -123.4, 5.5  # kJ/mol per ns
+    rows = []
+    for i in range(n):
+        t_ps = PRODUCTION_START_PS + INTERVAL_PS * (i + 1)
+        t_ns = (t_ps - PRODUCTION_START_PS) / 1000.0
+        temperature = 295.0 if i % 2 == 0 else 305.0
+        rows.append((t_ps, -5000.0 + potential_slope * t_ns, -3000.0 + total_slope * t_ns, temperature))
+    result = run(tmp_path, protein_pdb, topology, [xyz] * n, rows)
+
+    assert result.potential_energy_kj_mol.drift_per_ns == pytest.approx(potential_slope, rel=1e-9)
+    assert result.total_energy_kj_mol.drift_per_ns == pytest.approx(total_slope, rel=1e-9)
+    mean_t_ns = np.mean([(r[0] - PRODUCTION_START_PS) / 1000.0 for r in rows])
+    expected_mean = -5000.0 + potential_slope * mean_t_ns
+    assert result.potential_energy_kj_mol.mean == pytest.approx(expected_mean, rel=1e-12)
+    assert result.temperature_k.mean == pytest.approx(300.0, rel=1e-12)
+    assert result.temperature_k.std == pytest.approx(5.0, rel=1e-12)  # population std (ddof=0)
+    assert result.target_temperature_k == TARGET_K
+
+
+def test_water_and_ions_in_topology_are_ignored(tmp_path: Path) -> None:
+    pdb = app.PDBFile(str(VILLIN_PDB))
+    xyz = pdb.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+    solvent = np.array([a.index for a in pdb.topology.atoms() if a.residue.name in ("HOH", "Cl")])
+    rng = np.random.default_rng(3)
+    frames = []
+    for _ in range(10):  # protein frozen, solvent scrambled by up to 1 nm
+        frame = xyz.copy()
+        frame[solvent] += rng.uniform(-1.0, 1.0, size=(len(solvent), 3))
+        frames.append(frame)
+    result = run(tmp_path, VILLIN_PDB, pdb.topology, frames)
+
+    assert max(result.backbone_rmsd_angstrom) < 1e-3
+    assert result.max_rmsf_angstrom < 1e-3
+    assert len(result.residue_labels) == 35
+    protein_atoms = np.array([a.index for a in pdb.topology.atoms() if a.residue.name not in ("HOH", "Cl")])
+    protein_masses = masses(pdb.topology)[protein_atoms]
+    assert result.rg_mean_nm == pytest.approx(rg_nm(xyz[protein_atoms], protein_masses), abs=1e-5)
+
+
+def test_csv_rows_must_match_dcd_frames(
+    tmp_path: Path, protein_pdb: Path, protein: tuple[app.Topology, np.ndarray]
+) -> None:
+    topology, xyz = protein
+    with pytest.raises(ValueError, match=r"11 production rows but .* 10 frames"):
+        run(tmp_path, protein_pdb, topology, [xyz] * 10, steady_rows(11))
+
+
+@pytest.mark.parametrize("bad", ["nan", "inf", "", "--"])
+def test_non_numeric_or_non_finite_csv_value_is_rejected(
+    tmp_path: Path, protein_pdb: Path, protein: tuple[app.Topology, np.ndarray], bad: str
+) -> None:
+    topology, xyz = protein
+    rows: list[tuple[float, float, float, float | str]] = list(steady_rows(10))
+    t, potential, total, _ = rows[4]
+    rows[4] = (t, potential, total, bad)
+    with pytest.raises(ValueError, match=r"line 9, temperature_k: .* not (finite|a number)"):
+        run(tmp_path, protein_pdb, topology, [xyz] * 10, rows)  # type: ignore[arg-type]
+
+
+def test_fewer_than_two_frames_is_rejected(
+    tmp_path: Path, protein_pdb: Path, protein: tuple[app.Topology, np.ndarray]
+) -> None:
+    topology, xyz = protein
+    with pytest.raises(ValueError, match="at least 2 production frames"):
+        run(tmp_path, protein_pdb, topology, [xyz])
+
+
+def test_missing_csv_column_is_rejected(tmp_path: Path, protein_pdb: Path) -> None:
+    state = tmp_path / "state.csv"
+    state.write_text("phase,step,time_ps,potential_kj_mol\nproduction,1,1.0,-5.0\n")
+    with pytest.raises(ValueError, match="total_kj_mol, temperature_k"):
+        analyze_trajectory(protein_pdb, tmp_path / "absent.dcd", state, production_start_ps=0.0,
+                           target_temperature_k=TARGET_K)
+
+
+def test_production_before_its_start_is_rejected(
+    tmp_path: Path, protein_pdb: Path, protein: tuple[app.Topology, np.ndarray]
+) -> None:
+    topology, xyz = protein
+    dcd = write_dcd(tmp_path / "traj.dcd", topology, [xyz] * 10)
+    state = write_csv(tmp_path / "state.csv", steady_rows(10))
+    with pytest.raises(ValueError, match="precedes production_start_ps"):
+        analyze_trajectory(protein_pdb, dcd, state, production_start_ps=500.0, target_temperature_k=TARGET_K)
+
+
+GOOD = {
+    "frames": 40,
+    "final_window_rmsd_mean_angstrom": 1.5,
+    "final_window_rmsd_slope_angstrom_per_ns": 0.2,
+    "ss_retention": 0.9,
+    "mean_temperature_k": 301.0,
+    "target_temperature_k": 300.0,
+}
+
+
+@pytest.mark.parametrize(
+    ("change", "verdict", "expected_reason"),
+    [
+        ({}, "stable", None),
+        ({"final_window_rmsd_mean_angstrom": 3.5}, "unstable",
+         "final-window mean backbone RMSD 3.5 Å (maximum 3 Å): fold lost"),
+        ({"ss_retention": 0.5}, "unstable",
+         "secondary-structure retention 0.5 (minimum 0.7): secondary structure lost"),
+        ({"frames": 5}, "inconclusive", "production frames 5 (minimum 10): too short"),
+        ({"final_window_rmsd_slope_angstrom_per_ns": 2.5}, "inconclusive",
+         "final-window backbone RMSD slope 2.5 Å/ns (maximum |slope| 1 Å/ns): still drifting"),
+        ({"final_window_rmsd_slope_angstrom_per_ns": -2.5}, "inconclusive",
+         "final-window backbone RMSD slope -2.5 Å/ns (maximum |slope| 1 Å/ns): still drifting"),
+        ({"mean_temperature_k": 320.0}, "inconclusive",
+         "mean temperature 320 K (target 300 K ± 5% (15 K)): thermostat did not equilibrate"),
+        ({"mean_temperature_k": 280.0}, "inconclusive", "thermostat did not equilibrate"),
+        # The fold is lost: a longer run will not bring it back, so "unstable" wins over "inconclusive".
+        ({"final_window_rmsd_mean_angstrom": 6.0, "frames": 5,
+          "final_window_rmsd_slope_angstrom_per_ns": 9.0}, "unstable", "fold lost"),
+        ({"ss_retention": None}, "stable",
+         "secondary-structure retention: not applicable (no helix or strand in the first frame)"),
+        # Limits are inclusive: exactly at a threshold passes.
+        ({"final_window_rmsd_mean_angstrom": 3.0, "ss_retention": 0.7, "frames": 10,
+          "final_window_rmsd_slope_angstrom_per_ns": 1.0, "mean_temperature_k": 315.0}, "stable", None),
+    ],
+)
+def test_assess_stability_table(
+    change: dict[str, float | None], verdict: str, expected_reason: str | None
+) -> None:
+    assessment = assess_stability(**{**GOOD, **change})  # type: ignore[arg-type]
+
+    assert assessment.verdict == verdict
+    assert len(assessment.reasons) == 5  # every criterion is reported, passed or not
+    if expected_reason is None:
+        assert all(r.endswith(": ok") for r in assessment.reasons)
+    else:
+        assert any(expected_reason in r for r in assessment.reasons), assessment.reasons
+
+
+def test_assess_stability_uses_given_thresholds() -> None:
+    strict = StabilityThresholds(rmsd_stable_max_angstrom=1.0)
+    assessment = assess_stability(**GOOD, thresholds=strict)  # type: ignore[arg-type]
+
+    assert assessment.verdict == "unstable"
+    assert "final-window mean backbone RMSD 1.5 Å (maximum 1 Å): fold lost" in assessment.reasons
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"final_window_fraction": 0.0},
+        {"final_window_fraction": 1.5},
+        {"ss_retention_min": 1.2},
+        {"rmsd_stable_max_angstrom": -1.0},
+        {"rmsd_drift_max_angstrom_per_ns": float("nan")},
+        {"temperature_tolerance_fraction": 0.0},
+        {"min_frames": 1},
+    ],
+)
+def test_thresholds_reject_meaningless_values(bad: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        StabilityThresholds(**bad)  # type: ignore[arg-type]
