@@ -70,8 +70,16 @@ def write_csv(
 
     Each production row is (time_ps, potential, total, temperature).
     """
-    header = ["phase", "step", "time_ps", "potential_kj_mol", "kinetic_kj_mol", "total_kj_mol",
-              "temperature_k", "speed_ns_day"]
+    header = [
+        "phase",
+        "step",
+        "time_ps",
+        "potential_kj_mol",
+        "kinetic_kj_mol",
+        "total_kj_mol",
+        "temperature_k",
+        "speed_ns_day",
+    ]
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(header)
@@ -89,13 +97,19 @@ def steady_rows(n: int, temperature: float = TARGET_K) -> list[tuple[float, floa
     return [(PRODUCTION_START_PS + INTERVAL_PS * (i + 1), -5000.0, -3000.0, temperature) for i in range(n)]
 
 
-def run(tmp_path: Path, topology_pdb: Path, topology: app.Topology, frames: list[np.ndarray],
-        rows: list[tuple[float, float, float, float]] | None = None) -> Analysis:
+def run(
+    tmp_path: Path,
+    topology_pdb: Path,
+    topology: app.Topology,
+    frames: list[np.ndarray],
+    rows: list[tuple[float, float, float, float]] | None = None,
+) -> Analysis:
     """Write the DCD and CSV for frames and analyse them."""
     dcd = write_dcd(tmp_path / "traj.dcd", topology, frames)
     state = write_csv(tmp_path / "state.csv", rows if rows is not None else steady_rows(len(frames)))
-    return analyze_trajectory(topology_pdb, dcd, state, production_start_ps=PRODUCTION_START_PS,
-                              target_temperature_k=TARGET_K)
+    return analyze_trajectory(
+        topology_pdb, dcd, state, production_start_ps=PRODUCTION_START_PS, target_temperature_k=TARGET_K
+    )
 
 
 def atom_indices(topology: app.Topology, names: set[str] | None = None) -> np.ndarray:
@@ -277,8 +291,13 @@ def test_missing_csv_column_is_rejected(tmp_path: Path, protein_pdb: Path) -> No
     state = tmp_path / "state.csv"
     state.write_text("phase,step,time_ps,potential_kj_mol\nproduction,1,1.0,-5.0\n")
     with pytest.raises(ValueError, match="total_kj_mol, temperature_k"):
-        analyze_trajectory(protein_pdb, tmp_path / "absent.dcd", state, production_start_ps=0.0,
-                           target_temperature_k=TARGET_K)
+        analyze_trajectory(
+            protein_pdb,
+            tmp_path / "absent.dcd",
+            state,
+            production_start_ps=0.0,
+            target_temperature_k=TARGET_K,
+        )
 
 
 def test_production_before_its_start_is_rejected(
@@ -305,26 +324,60 @@ GOOD = {
     ("change", "verdict", "expected_reason"),
     [
         ({}, "stable", None),
-        ({"final_window_rmsd_mean_angstrom": 3.5}, "unstable",
-         "final-window mean backbone RMSD 3.5 Å (maximum 3 Å): fold lost"),
-        ({"ss_retention": 0.5}, "unstable",
-         "secondary-structure retention 0.5 (minimum 0.7): secondary structure lost"),
+        (
+            {"final_window_rmsd_mean_angstrom": 3.5},
+            "unstable",
+            "final-window mean backbone RMSD 3.5 Å (maximum 3 Å): fold lost",
+        ),
+        (
+            {"ss_retention": 0.5},
+            "unstable",
+            "secondary-structure retention 0.5 (minimum 0.7): secondary structure lost",
+        ),
         ({"frames": 5}, "inconclusive", "production frames 5 (minimum 10): too short"),
-        ({"final_window_rmsd_slope_angstrom_per_ns": 2.5}, "inconclusive",
-         "final-window backbone RMSD slope 2.5 Å/ns (maximum |slope| 1 Å/ns): still drifting"),
-        ({"final_window_rmsd_slope_angstrom_per_ns": -2.5}, "inconclusive",
-         "final-window backbone RMSD slope -2.5 Å/ns (maximum |slope| 1 Å/ns): still drifting"),
-        ({"mean_temperature_k": 320.0}, "inconclusive",
-         "mean temperature 320 K (target 300 K ± 5% (15 K)): thermostat did not equilibrate"),
+        (
+            {"final_window_rmsd_slope_angstrom_per_ns": 2.5},
+            "inconclusive",
+            "final-window backbone RMSD slope 2.5 Å/ns (maximum |slope| 1 Å/ns): still drifting",
+        ),
+        (
+            {"final_window_rmsd_slope_angstrom_per_ns": -2.5},
+            "inconclusive",
+            "final-window backbone RMSD slope -2.5 Å/ns (maximum |slope| 1 Å/ns): still drifting",
+        ),
+        (
+            {"mean_temperature_k": 320.0},
+            "inconclusive",
+            "mean temperature 320 K (target 300 K ± 5% (15 K)): thermostat did not equilibrate",
+        ),
         ({"mean_temperature_k": 280.0}, "inconclusive", "thermostat did not equilibrate"),
         # The fold is lost: a longer run will not bring it back, so "unstable" wins over "inconclusive".
-        ({"final_window_rmsd_mean_angstrom": 6.0, "frames": 5,
-          "final_window_rmsd_slope_angstrom_per_ns": 9.0}, "unstable", "fold lost"),
-        ({"ss_retention": None}, "stable",
-         "secondary-structure retention: not applicable (no helix or strand in the first frame)"),
+        (
+            {
+                "final_window_rmsd_mean_angstrom": 6.0,
+                "frames": 5,
+                "final_window_rmsd_slope_angstrom_per_ns": 9.0,
+            },
+            "unstable",
+            "fold lost",
+        ),
+        (
+            {"ss_retention": None},
+            "stable",
+            "secondary-structure retention: not applicable (no helix or strand in the first frame)",
+        ),
         # Limits are inclusive: exactly at a threshold passes.
-        ({"final_window_rmsd_mean_angstrom": 3.0, "ss_retention": 0.7, "frames": 10,
-          "final_window_rmsd_slope_angstrom_per_ns": 1.0, "mean_temperature_k": 315.0}, "stable", None),
+        (
+            {
+                "final_window_rmsd_mean_angstrom": 3.0,
+                "ss_retention": 0.7,
+                "frames": 10,
+                "final_window_rmsd_slope_angstrom_per_ns": 1.0,
+                "mean_temperature_k": 315.0,
+            },
+            "stable",
+            None,
+        ),
     ],
 )
 def test_assess_stability_table(

@@ -10,7 +10,12 @@ from sciagent.science.spec import MDSpec
 
 def test_defaults_are_a_sensible_implicit_run() -> None:
     spec = MDSpec(structure="villin")
-    assert (spec.solvent, spec.forcefield, spec.constraints, spec.timestep_fs) == ("implicit", "amber14", "hbonds", 2.0)
+    assert (spec.solvent, spec.forcefield, spec.constraints, spec.timestep_fs) == (
+        "implicit",
+        "amber14",
+        "hbonds",
+        2.0,
+    )
     assert spec.total_steps == spec.production_steps
 
 
@@ -47,7 +52,9 @@ def test_spec_round_trips_through_json_and_is_hashable() -> None:
 
 def test_restart_key_ignores_what_a_resume_may_change_but_not_the_physics() -> None:
     base = MDSpec(structure="villin")
-    resumable = base.model_copy(update={"production_steps": 10_000, "max_wall_time_s": 60.0, "cpu_threads": 1})
+    resumable = base.model_copy(
+        update={"production_steps": 10_000, "max_wall_time_s": 60.0, "cpu_threads": 1}
+    )
     assert resumable.restart_key() == base.restart_key()
     for change in ({"temperature_k": 310.0}, {"timestep_fs": 1.0}, {"seed": 2}, {"report_interval": 10}):
         assert base.model_copy(update=change).restart_key() != base.restart_key(), change

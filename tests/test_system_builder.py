@@ -9,9 +9,13 @@ import pytest
 from openmm import app, unit
 
 from sciagent.errors import SpecError
-from sciagent.science.preparation import PreparedStructure, PreparationRecord
+from sciagent.science.preparation import PreparationRecord, PreparedStructure
 from sciagent.science.spec import MDSpec
-from sciagent.science.system_builder import build_system, choose_implicit_model, replace_custom_obc2_with_native
+from sciagent.science.system_builder import (
+    build_system,
+    choose_implicit_model,
+    replace_custom_obc2_with_native,
+)
 
 
 def _villin() -> PreparedStructure:
@@ -19,9 +23,18 @@ def _villin() -> PreparedStructure:
     modeller = app.Modeller(pdb.topology, pdb.positions)
     modeller.delete([r for r in modeller.topology.residues() if r.name in ("HOH", "NA", "CL", "Na", "Cl")])
     record = PreparationRecord(
-        source="test", chains_kept=["A"], chains_removed=[], heterogens_removed={}, nonstandard_replaced={},
-        missing_residues_added=[], terminal_residues_not_modelled=[], heavy_atoms_added=0, hydrogens_added=0,
-        ph=7.0, residues=35, atoms=582,
+        source="test",
+        chains_kept=["A"],
+        chains_removed=[],
+        heterogens_removed={},
+        nonstandard_replaced={},
+        missing_residues_added=[],
+        terminal_residues_not_modelled=[],
+        heavy_atoms_added=0,
+        hydrogens_added=0,
+        ph=7.0,
+        residues=35,
+        atoms=582,
     )
     return PreparedStructure(modeller.topology, modeller.positions, record)
 
@@ -39,8 +52,9 @@ def _force_names(system: openmm.System) -> set[str]:
 def test_native_obc2_reproduces_the_custom_gb_energy() -> None:
     villin = _villin()
     forcefield = app.ForceField("amber14-all.xml", "implicit/obc2.xml")
-    custom = forcefield.createSystem(villin.topology, nonbondedMethod=app.NoCutoff, soluteDielectric=1.0,
-                                     solventDielectric=78.5)
+    custom = forcefield.createSystem(
+        villin.topology, nonbondedMethod=app.NoCutoff, soluteDielectric=1.0, solventDielectric=78.5
+    )
     native = openmm.XmlSerializer.deserialize(openmm.XmlSerializer.serialize(custom))
     replace_custom_obc2_with_native(native)
     assert "GBSAOBCForce" in _force_names(native) and "CustomGBForce" not in _force_names(native)
@@ -74,7 +88,7 @@ def test_explicit_solvent_adds_water_ions_pme_and_barostat() -> None:
     spec = MDSpec(structure="villin", solvent="explicit", padding_nm=0.5, ionic_strength_molar=0.15)
     built = build_system(spec, _villin(), "CPU")
     residues = [r.name for r in built.topology.residues()]
-    assert residues.count("HOH") > 500 and "CL" in residues or "Cl" in residues
+    assert (residues.count("HOH") > 500 and "CL" in residues) or "Cl" in residues
     assert "MonteCarloBarostat" in _force_names(built.system)
     nonbonded = next(f for f in built.system.getForces() if isinstance(f, openmm.NonbondedForce))
     assert nonbonded.getNonbondedMethod() == openmm.NonbondedForce.PME
@@ -92,14 +106,18 @@ def test_constraints_and_hydrogen_mass_follow_the_spec() -> None:
 
 @pytest.mark.parametrize("forcefield", ["amber99sbildn", "charmm36"])
 def test_other_force_fields_build(forcefield: str) -> None:
-    built = build_system(MDSpec(structure="villin", forcefield=forcefield, solvent="vacuum"), _villin(), "CPU")
+    built = build_system(
+        MDSpec(structure="villin", forcefield=forcefield, solvent="vacuum"), _villin(), "CPU"
+    )
     assert built.system.getNumParticles() == 582
 
 
 def test_a_residue_without_template_is_a_clear_spec_error() -> None:
     villin = _villin()
     modeller = app.Modeller(villin.topology, villin.positions)
-    modeller.delete([a for a in modeller.topology.atoms() if a.residue.index == 5 and a.element.symbol == "H"])
+    modeller.delete(
+        [a for a in modeller.topology.atoms() if a.residue.index == 5 and a.element.symbol == "H"]
+    )
     broken = PreparedStructure(modeller.topology, modeller.positions, villin.record)
     with pytest.raises(SpecError, match="cannot parameterise") as caught:
         build_system(MDSpec(structure="villin"), broken, "CPU")

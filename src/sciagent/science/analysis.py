@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Sequence
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -219,24 +222,55 @@ def assess_stability(
     off_target = abs(mean_temperature_k - target_temperature_k) > tolerance_k
     # (verdict the criterion forces when it fails, failed, reason)
     checks: list[tuple[str, bool, str]] = [
-        _check("inconclusive", f"production frames {frames}", f"minimum {t.min_frames}",
-               frames < t.min_frames, "too short"),
-        _check("unstable", f"final-window mean backbone RMSD {final_window_rmsd_mean_angstrom:.3g} Å",
-               f"maximum {t.rmsd_stable_max_angstrom:g} Å",
-               final_window_rmsd_mean_angstrom > t.rmsd_stable_max_angstrom, "fold lost"),
-        _check("inconclusive", f"final-window backbone RMSD slope {slope:.3g} Å/ns",
-               f"maximum |slope| {t.rmsd_drift_max_angstrom_per_ns:g} Å/ns",
-               abs(slope) > t.rmsd_drift_max_angstrom_per_ns, "still drifting"),
-        _check("inconclusive", f"mean temperature {mean_temperature_k:.4g} K", target, off_target,
-               "thermostat did not equilibrate"),
+        _check(
+            "inconclusive",
+            f"production frames {frames}",
+            f"minimum {t.min_frames}",
+            frames < t.min_frames,
+            "too short",
+        ),
+        _check(
+            "unstable",
+            f"final-window mean backbone RMSD {final_window_rmsd_mean_angstrom:.3g} Å",
+            f"maximum {t.rmsd_stable_max_angstrom:g} Å",
+            final_window_rmsd_mean_angstrom > t.rmsd_stable_max_angstrom,
+            "fold lost",
+        ),
+        _check(
+            "inconclusive",
+            f"final-window backbone RMSD slope {slope:.3g} Å/ns",
+            f"maximum |slope| {t.rmsd_drift_max_angstrom_per_ns:g} Å/ns",
+            abs(slope) > t.rmsd_drift_max_angstrom_per_ns,
+            "still drifting",
+        ),
+        _check(
+            "inconclusive",
+            f"mean temperature {mean_temperature_k:.4g} K",
+            target,
+            off_target,
+            "thermostat did not equilibrate",
+        ),
     ]
     if ss_retention is None:
-        checks.insert(3, ("unstable", False, "secondary-structure retention: not applicable"
-                                             " (no helix or strand in the first frame)"))
+        checks.insert(
+            3,
+            (
+                "unstable",
+                False,
+                "secondary-structure retention: not applicable (no helix or strand in the first frame)",
+            ),
+        )
     else:
-        checks.insert(3, _check("unstable", f"secondary-structure retention {ss_retention:.3g}",
-                                f"minimum {t.ss_retention_min:g}", ss_retention < t.ss_retention_min,
-                                "secondary structure lost"))
+        checks.insert(
+            3,
+            _check(
+                "unstable",
+                f"secondary-structure retention {ss_retention:.3g}",
+                f"minimum {t.ss_retention_min:g}",
+                ss_retention < t.ss_retention_min,
+                "secondary structure lost",
+            ),
+        )
     failed = {kind for kind, fail, _ in checks if fail}
     verdict: Literal["stable", "unstable", "inconclusive"] = (
         "unstable" if "unstable" in failed else "inconclusive" if "inconclusive" in failed else "stable"
@@ -317,8 +351,22 @@ def _load_protein(topology_pdb: Path, trajectory_dcd: Path) -> tuple[mdtraj.Traj
     protein = reference.topology.select("protein")
     if len(protein) == 0:
         raise ValueError(f"{topology_pdb} contains no protein atoms")
-    traj = mdtraj.load_dcd(str(trajectory_dcd), top=str(topology_pdb), atom_indices=protein)
+    with _stdout_to_stderr():  # mdtraj's C DCD reader prints to stdout, which must stay clean for --json
+        traj = mdtraj.load_dcd(str(trajectory_dcd), top=str(topology_pdb), atom_indices=protein)
     return reference.atom_slice(protein), traj
+
+
+@contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """Send what C code writes to file descriptor 1 to standard error for the duration."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def _backbone_rmsd_angstrom(traj: mdtraj.Trajectory, reference: mdtraj.Trajectory) -> np.ndarray:

@@ -1,0 +1,362 @@
+"""Run one simulation: ``run_md(spec, workdir) -> MDResult``.
+
+Minimise, equilibrate, produce, writing a DCD trajectory, a state CSV and atomic checkpoints. A
+work directory that already holds a checkpoint of the same spec is continued from it, which is what
+batch-queue walltime limits and pre-emption need. Failures come back as a failed ``MDResult`` with a
+class and a message a person understands; nothing non-finite is ever written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import openmm
+from openmm import app, unit
+from pydantic import BaseModel
+
+from sciagent.errors import RunFailure, UserError
+from sciagent.science.outputs import RunFiles, truncate_csv, truncate_dcd, write_text_atomic
+from sciagent.science.platforms import platform_candidates, precision_of
+from sciagent.science.preparation import PreparationRecord, prepare_structure
+from sciagent.science.reporters import (
+    CheckpointReporter,
+    CsvSink,
+    DcdReporter,
+    InstabilityDetected,
+    MDProgress,
+    NanGuard,
+    ProgressReporter,
+    StateCsvReporter,
+    WallClockGuard,
+    WallTimeReached,
+    first_non_finite,
+    save_checkpoint,
+)
+from sciagent.science.spec import MDSpec
+from sciagent.science.structures import resolve_structure
+from sciagent.science.system_builder import build_system
+
+log = logging.getLogger(__name__)
+
+FailureClass = Literal["instability", "setup", "timeout", "platform"]
+ProgressCallback = Callable[[MDProgress], None]
+
+
+class MDResult(BaseModel):
+    """What happened in one ``run_md`` call; JSON-serialisable so it can travel back from a worker."""
+
+    status: Literal["completed", "failed"]
+    failure_class: FailureClass | None = None
+    message: str
+    failed_at_step: int | None = None
+    steps_completed: int = 0
+    production_steps_completed: int = 0
+    simulated_ns: float = 0.0
+    ns_per_day: float | None = None
+    platform: str | None = None
+    precision: str | None = None
+    openmm_version: str = openmm.__version__
+    choices: list[str] = []
+    implicit_model: str | None = None
+    gb_force: str | None = None
+    resumed_from_step: int | None = None
+    wall_time_s: float = 0.0
+    spec: MDSpec
+    preparation: PreparationRecord | None = None
+    workdir: str
+    files: dict[str, str] = {}
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "completed"
+
+
+class _Session:
+    """The live pieces of one run, and what has been recorded about it so far."""
+
+    def __init__(self, spec: MDSpec, files: RunFiles) -> None:
+        self.spec = spec
+        self.files = files
+        self.simulation: app.Simulation | None = None
+        self.preparation: PreparationRecord | None = None
+        self.choices: list[str] = []
+        self.implicit_model: str | None = None
+        self.gb_force: str | None = None
+        self.resumed_from_step: int | None = None
+        self.production_rate: tuple[int, float] = (0, 0.0)  # production steps and seconds this call
+
+    @property
+    def step(self) -> int:
+        return self.simulation.currentStep if self.simulation else 0
+
+
+def run_md(spec: MDSpec, workdir: Path | str, progress: ProgressCallback | None = None) -> MDResult:
+    """Run ``spec`` in ``workdir`` (created if needed), resuming from a checkpoint found there."""
+    started = time.monotonic()
+    files = RunFiles(Path(workdir))
+    files.workdir.mkdir(parents=True, exist_ok=True)
+    session = _Session(spec, files)
+    deadline = started + spec.max_wall_time_s if spec.max_wall_time_s else None
+    try:
+        if files.checkpoint_meta.exists():
+            _resume(session)
+        else:
+            _start_fresh(session)
+        write_text_atomic(files.spec, spec.model_dump_json(indent=2))
+        _run_phases(session, progress, deadline)
+        _finish(session)
+        result = _result(session, "completed", None, _completed_message(session))
+    except RunFailure as failure:
+        result = _result(session, "failed", failure.failure_class, failure.message)
+        if failure.failure_class == "instability":
+            result.failed_at_step = session.step
+    except UserError as exc:
+        result = _result(session, "failed", "setup", str(exc))
+    result.wall_time_s = time.monotonic() - started
+    write_text_atomic(files.result, result.model_dump_json(indent=2))
+    result.files = files.existing()
+    return result
+
+
+def _start_fresh(session: _Session) -> None:
+    spec, files = session.spec, session.files
+    structure = resolve_structure(spec.structure)
+    prepared = prepare_structure(structure, chains=spec.chains, keep_water=spec.keep_water, ph=spec.ph)
+    session.preparation = prepared.record
+    write_text_atomic(files.preparation, prepared.record.model_dump_json(indent=2))
+    failures = []
+    for candidate in platform_candidates(spec.platform, spec.precision, spec.cpu_threads):
+        built = build_system(spec, prepared, candidate.name)
+        try:
+            simulation = app.Simulation(
+                built.topology, built.system, _integrator(spec), candidate.platform, candidate.properties
+            )
+        except openmm.OpenMMException as exc:
+            failures.append(f"{candidate.name}: {_first_line(exc)}")
+            continue
+        session.simulation = simulation
+        session.choices = [f"platform {candidate.name} ({candidate.reason})", *failures, *built.notes]
+        session.implicit_model, session.gb_force = built.implicit_model, built.gb_force
+        break
+    else:
+        raise RunFailure("platform", "no OpenMM platform could run this system: " + "; ".join(failures))
+    with open(files.start_pdb, "w") as handle:
+        app.PDBFile.writeFile(built.topology, built.positions, handle, keepIds=True)
+    write_text_atomic(files.system_xml, openmm.XmlSerializer.serialize(built.system))
+    simulation.context.setPositions(built.positions)
+    if spec.minimize:
+        _minimize(session)
+    simulation.context.setVelocitiesToTemperature(spec.temperature_k * unit.kelvin, spec.seed)
+    _write_checkpoint(session)
+
+
+def _resume(session: _Session) -> None:
+    spec, files = session.spec, session.files
+    meta = json.loads(files.checkpoint_meta.read_text())
+    if meta["restart_key"] != spec.restart_key():
+        raise UserError(
+            f"{files.workdir} holds a checkpoint of a different simulation: "
+            "use a new output directory, or the same settings to resume it"
+        )
+    platform_name = meta["platform"]
+    if spec.platform not in ("auto", platform_name):
+        raise UserError(
+            f"the checkpoint in {files.workdir} was written on {platform_name} and can only continue there: "
+            f"use --platform auto or {platform_name}"
+        )
+    candidate = platform_candidates(platform_name, spec.precision, spec.cpu_threads)[0]
+    system = openmm.XmlSerializer.deserialize(files.system_xml.read_text())
+    topology = app.PDBFile(str(files.start_pdb)).topology
+    simulation = app.Simulation(topology, system, _integrator(spec), candidate.platform, candidate.properties)
+    simulation.loadCheckpoint(str(files.checkpoint))
+    session.simulation = simulation
+    session.preparation = PreparationRecord.model_validate_json(files.preparation.read_text())
+    session.choices = [*meta["choices"], f"resumed from the checkpoint at step {simulation.currentStep}"]
+    session.implicit_model, session.gb_force = meta["implicit_model"], meta["gb_force"]
+    session.resumed_from_step = step = simulation.currentStep
+    frames_kept = max(0, (step - spec.equilibration_steps) // spec.report_interval)
+    truncate_dcd(files.trajectory, frames_kept)
+    truncate_csv(files.state_csv, step)
+
+
+def _integrator(spec: MDSpec) -> openmm.Integrator:
+    integrator = openmm.LangevinMiddleIntegrator(
+        spec.temperature_k * unit.kelvin,
+        spec.friction_per_ps / unit.picosecond,
+        spec.timestep_fs * unit.femtosecond,
+    )
+    integrator.setRandomNumberSeed(spec.seed)
+    return integrator
+
+
+def _minimize(session: _Session) -> None:
+    simulation = session.simulation
+    assert simulation is not None
+    try:
+        simulation.minimizeEnergy(maxIterations=session.spec.minimize_max_iterations)
+    except openmm.OpenMMException as exc:
+        raise _classify_openmm_error(session, exc) from exc
+    what = first_non_finite(simulation.context.getState(getPositions=True, getEnergy=True))
+    if what:
+        raise RunFailure(
+            "setup", f"energy minimisation produced a non-finite state ({what}): check the structure"
+        )
+
+
+def _run_phases(session: _Session, progress: ProgressCallback | None, deadline: float | None) -> None:
+    spec = session.spec
+    remaining_equilibration = spec.equilibration_steps - session.step
+    if remaining_equilibration > 0:
+        _run_phase(session, "equilibration", 0, remaining_equilibration, progress, deadline)
+    remaining_production = spec.total_steps - session.step
+    if remaining_production > 0:
+        began = time.perf_counter()
+        _run_phase(session, "production", spec.equilibration_steps, remaining_production, progress, deadline)
+        session.production_rate = (remaining_production, time.perf_counter() - began)
+
+
+def _run_phase(
+    session: _Session,
+    phase: str,
+    start_step: int,
+    steps: int,
+    progress: ProgressCallback | None,
+    deadline: float | None,
+) -> None:
+    """Step through one phase with its reporters; map what can go wrong to a ``RunFailure``."""
+    spec, files, simulation = session.spec, session.files, session.simulation
+    assert simulation is not None
+    every = spec.report_interval
+    # Checkpoints fall on report steps, after the NaN guard and the writers of that step.
+    checkpoint_every = max(every, spec.checkpoint_interval // every * every)
+    sink = CsvSink(files.state_csv, append=True)
+    dcd = (
+        DcdReporter(files.trajectory, simulation.topology, every, start_step)
+        if phase == "production"
+        else None
+    )
+    reporters: list = [NanGuard(every, start_step)]
+    reporters += [dcd] if dcd else []
+    reporters += [
+        StateCsvReporter(sink, phase, simulation.system, every, start_step),
+        CheckpointReporter(files.checkpoint, checkpoint_every, start_step),
+    ]
+    if progress:
+        reporters.append(ProgressReporter(progress, phase, every, spec.total_steps))
+    if deadline is not None:
+        reporters.append(WallClockGuard(deadline, every))
+    simulation.reporters = reporters
+    try:
+        simulation.step(steps)
+    except InstabilityDetected as exc:
+        raise RunFailure("instability", _instability_message(exc.what, exc.step, every)) from exc
+    except openmm.OpenMMException as exc:
+        raise _classify_openmm_error(session, exc) from exc
+    except WallTimeReached as exc:
+        _write_checkpoint(session)
+        raise RunFailure(
+            "timeout",
+            f"stopped at the wall-time limit ({spec.max_wall_time_s:g} s) at step {session.step} of "
+            f"{spec.total_steps}; a checkpoint was saved: run again with the same output directory to resume",
+        ) from exc
+    finally:
+        simulation.reporters = []
+        sink.close()
+        if dcd:
+            dcd.close()
+
+
+def _instability_message(what: str, step: int, every: int) -> str:
+    return (
+        f"the simulation blew up: {what} at step {step} (last finite check at step {max(0, step - every)}); "
+        "use a smaller timestep, turn on constraints, or minimise first"
+    )
+
+
+def _classify_openmm_error(session: _Session, exc: openmm.OpenMMException) -> RunFailure:
+    """An OpenMM error is an instability when the state holds NaN/inf, otherwise a platform failure."""
+    simulation = session.simulation
+    assert simulation is not None
+    # Positions only: computing energies from a blown-up state raises the same error again.
+    positions = simulation.context.getState(getPositions=True).getPositions(asNumpy=True)
+    if not np.isfinite(positions.value_in_unit(unit.nanometer)).all():
+        what = "non-finite coordinates"
+        return RunFailure(
+            "instability", _instability_message(what, session.step, session.spec.report_interval)
+        )
+    platform = simulation.context.getPlatform().getName()
+    return RunFailure("platform", f"OpenMM failed on the {platform} platform: {_first_line(exc)}")
+
+
+def _write_checkpoint(session: _Session) -> None:
+    """Checkpoint now, with the metadata needed to match it to its spec and platform on resume."""
+    simulation = session.simulation
+    assert simulation is not None
+    save_checkpoint(simulation, session.files.checkpoint)
+    meta = {
+        "restart_key": session.spec.restart_key(),
+        "step": simulation.currentStep,
+        "platform": simulation.context.getPlatform().getName(),
+        "openmm_version": openmm.__version__,
+        "choices": [c for c in session.choices if not c.startswith("resumed from")],
+        "implicit_model": session.implicit_model,
+        "gb_force": session.gb_force,
+    }
+    write_text_atomic(session.files.checkpoint_meta, json.dumps(meta, indent=2))
+
+
+def _finish(session: _Session) -> None:
+    simulation = session.simulation
+    assert simulation is not None
+    state = simulation.context.getState(getPositions=True, getEnergy=True)
+    what = first_non_finite(state)
+    if what:
+        raise RunFailure(
+            "instability", _instability_message(what, session.step, session.spec.report_interval)
+        )
+    _write_checkpoint(session)
+    with open(session.files.final_pdb, "w") as handle:
+        app.PDBFile.writeFile(simulation.topology, state.getPositions(), handle, keepIds=True)
+
+
+def _completed_message(session: _Session) -> str:
+    spec = session.spec
+    ns = spec.production_steps * spec.timestep_fs * 1e-6
+    return f"completed {spec.total_steps} steps ({ns:.4g} ns of production at {spec.temperature_k:g} K)"
+
+
+def _result(session: _Session, status: str, failure_class: FailureClass | None, message: str) -> MDResult:
+    spec = session.spec
+    simulation = session.simulation
+    production_done = max(0, session.step - spec.equilibration_steps)
+    steps, seconds = session.production_rate
+    dt_ns = spec.timestep_fs * 1e-6
+    return MDResult(
+        status=status,
+        failure_class=failure_class,
+        message=message,
+        steps_completed=session.step,
+        production_steps_completed=production_done,
+        simulated_ns=production_done * dt_ns,
+        ns_per_day=steps * dt_ns / seconds * 86400 if steps and seconds > 0 else None,
+        platform=simulation.context.getPlatform().getName() if simulation else None,
+        precision=precision_of(simulation.context) if simulation else None,
+        choices=session.choices,
+        implicit_model=session.implicit_model,
+        gb_force=session.gb_force,
+        resumed_from_step=session.resumed_from_step,
+        spec=spec,
+        preparation=session.preparation,
+        workdir=str(session.files.workdir),
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

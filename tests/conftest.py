@@ -1,0 +1,30 @@
+"""Shared fixtures. Tests use real OpenMM systems; the bundled villin headpiece needs no network."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+# Keep tests away from the user's real cache (downloaded PDB files, the bundled villin copy).
+os.environ.setdefault("SCIAGENT_CACHE_DIR", tempfile.mkdtemp(prefix="sciagent-test-cache-"))
+
+
+@pytest.fixture
+def quick_spec_fields() -> dict:
+    """Settings for a short, real villin run in implicit solvent on the CPU platform (a few seconds)."""
+    return {
+        "structure": "villin",
+        "production_steps": 200,
+        "report_interval": 50,
+        "checkpoint_interval": 100,
+        "platform": "CPU",
+        "minimize_max_iterations": 200,
+    }
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    return tmp_path / "run"

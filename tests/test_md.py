@@ -1,0 +1,161 @@
+"""run_md on the real villin headpiece: a short run, a blow-up, a wall-time stop and its resume."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import mdtraj
+import numpy as np
+import pytest
+
+from sciagent.science.md import run_md
+from sciagent.science.outputs import dcd_frame_count
+from sciagent.science.reporters import MDProgress
+from sciagent.science.spec import MDSpec
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _assert_all_finite(workdir: Path) -> None:
+    """No NaN or inf in any text output, and none in the trajectory."""
+    for name in ("state.csv", "start.pdb", "final.pdb", "result.json"):
+        path = workdir / name
+        if path.exists():
+            text = path.read_text().lower()
+            assert "nan" not in text.replace("nanomet", "").replace("nanosec", ""), name
+            assert "inf" not in text.replace("info", ""), name
+    trajectory = workdir / "trajectory.dcd"
+    if trajectory.exists() and dcd_frame_count(trajectory):
+        frames = mdtraj.load_dcd(str(trajectory), top=str(workdir / "start.pdb"))
+        assert np.isfinite(frames.xyz).all()
+
+
+def test_short_run_completes_with_every_output(quick_spec_fields: dict, workdir: Path) -> None:
+    updates: list[MDProgress] = []
+    spec = MDSpec(**quick_spec_fields, equilibration_steps=100)
+    result = run_md(spec, workdir, progress=updates.append)
+
+    assert result.ok, result.message
+    assert result.steps_completed == 300 and result.production_steps_completed == 200
+    assert result.simulated_ns == pytest.approx(200 * 2e-6)
+    assert result.ns_per_day and result.ns_per_day > 0
+    assert (result.platform, result.gb_force) == ("CPU", "GBSAOBCForce")
+    for name in (
+        "spec",
+        "preparation",
+        "start_pdb",
+        "system_xml",
+        "trajectory",
+        "state_csv",
+        "checkpoint",
+        "final_pdb",
+        "result",
+    ):
+        assert Path(result.files[name]).exists(), name
+    rows = _rows(workdir / "state.csv")
+    assert [r["phase"] for r in rows] == ["equilibration"] * 2 + ["production"] * 4
+    assert [int(r["step"]) for r in rows] == [50, 100, 150, 200, 250, 300]
+    assert dcd_frame_count(workdir / "trajectory.dcd") == 4
+    assert updates and updates[-1].step == 300 and updates[-1].total_steps == 300
+    assert json.loads((workdir / "result.json").read_text())["status"] == "completed"
+    _assert_all_finite(workdir)
+
+
+def test_blow_up_is_reported_as_instability_and_writes_no_nan(workdir: Path) -> None:
+    spec = MDSpec(
+        structure="villin",
+        production_steps=2000,
+        report_interval=10,
+        timestep_fs=10,
+        constraints="none",
+        temperature_k=600,
+        platform="CPU",
+        minimize_max_iterations=100,
+    )
+    result = run_md(spec, workdir)
+    assert (result.status, result.failure_class) == ("failed", "instability")
+    assert result.failed_at_step is not None and 0 < result.failed_at_step < 2000
+    assert f"step {result.failed_at_step}" in result.message
+    assert "timestep" in result.message
+    assert "final_pdb" not in result.files
+    _assert_all_finite(workdir)
+
+
+def test_wall_time_stop_then_resume_finishes_the_total(quick_spec_fields: dict, workdir: Path) -> None:
+    fields = {**quick_spec_fields, "production_steps": 600, "checkpoint_interval": 100}
+    stopped = run_md(MDSpec(**fields, max_wall_time_s=1e-6), workdir)
+    assert (stopped.status, stopped.failure_class) == ("failed", "timeout")
+    assert "resume" in stopped.message
+    first_stop = stopped.steps_completed
+    assert 0 < first_stop < 600
+
+    resumed = run_md(MDSpec(**fields), workdir)
+    assert resumed.ok, resumed.message
+    assert resumed.resumed_from_step == first_stop
+    assert resumed.steps_completed == 600
+    steps = [int(r["step"]) for r in _rows(workdir / "state.csv")]
+    assert steps == list(range(50, 601, 50))  # each report step once: nothing lost, nothing repeated
+    assert dcd_frame_count(workdir / "trajectory.dcd") == 12
+
+
+def test_resume_after_a_crash_cuts_outputs_back_to_the_checkpoint(
+    quick_spec_fields: dict, workdir: Path
+) -> None:
+    short = MDSpec(**{**quick_spec_fields, "production_steps": 200})
+    assert run_md(short, workdir).ok
+    saved = {name: (workdir / name).read_bytes() for name in ("checkpoint.chk", "checkpoint.json")}
+    longer = short.model_copy(update={"production_steps": 400})
+    assert run_md(longer, workdir).resumed_from_step == 200  # a longer production extends the run
+    # A crash after the outputs reached step 400 but before the next checkpoint: the last one is at 200.
+    for name, content in saved.items():
+        (workdir / name).write_bytes(content)
+
+    again = run_md(longer, workdir)
+    assert again.ok and again.resumed_from_step == 200 and again.steps_completed == 400
+    assert [int(r["step"]) for r in _rows(workdir / "state.csv")] == list(range(50, 401, 50))
+    assert dcd_frame_count(workdir / "trajectory.dcd") == 8
+
+
+def test_a_checkpoint_of_another_spec_is_not_resumed(quick_spec_fields: dict, workdir: Path) -> None:
+    assert run_md(MDSpec(**quick_spec_fields), workdir).ok
+    other = run_md(MDSpec(**quick_spec_fields, temperature_k=350), workdir)
+    assert (other.status, other.failure_class) == ("failed", "setup")
+    assert "different simulation" in other.message
+
+
+def test_unknown_structure_fails_as_setup_with_one_line(workdir: Path) -> None:
+    result = run_md(MDSpec(structure="no-such-protein", platform="CPU"), workdir)
+    assert (result.status, result.failure_class) == ("failed", "setup")
+    assert "sciagent structures" in result.message and "\n" not in result.message
+
+
+def test_unavailable_platform_fails_as_setup(workdir: Path) -> None:
+    result = run_md(MDSpec(structure="villin", platform="HIP"), workdir)
+    if result.ok or result.platform == "HIP":
+        pytest.skip("this machine has a HIP platform")
+    assert result.failure_class == "setup" and "--platform" in result.message
+
+
+@pytest.mark.slow
+def test_20_ps_at_300_k_holds_the_target_temperature(workdir: Path) -> None:
+    spec = MDSpec(
+        structure="villin",
+        equilibration_steps=2500,
+        production_steps=10_000,
+        report_interval=100,
+        platform="CPU",
+        temperature_k=300,
+    )
+    result = run_md(spec, workdir)
+    assert result.ok, result.message
+    production = [
+        float(r["temperature_k"]) for r in _rows(workdir / "state.csv") if r["phase"] == "production"
+    ]
+    mean = sum(production) / len(production)
+    assert math.isclose(mean, 300.0, rel_tol=0.03), mean
