@@ -22,6 +22,7 @@ run: $(STAMP)
 	$(BIN)/sciagent simulate villin --steps 2000
 
 test: $(STAMP)
+	$(BIN)/ruff check .
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
 
 lint: $(STAMP)

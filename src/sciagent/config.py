@@ -9,7 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import platformdirs
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 
 def user_config_file() -> Path:

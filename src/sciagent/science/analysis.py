@@ -351,19 +351,20 @@ def _load_protein(topology_pdb: Path, trajectory_dcd: Path) -> tuple[mdtraj.Traj
     protein = reference.topology.select("protein")
     if len(protein) == 0:
         raise ValueError(f"{topology_pdb} contains no protein atoms")
-    with _stdout_to_stderr():  # mdtraj's C DCD reader prints to stdout, which must stay clean for --json
+    with _silence_stdout():  # mdtraj's C DCD reader chats on stdout, which must stay clean for --json
         traj = mdtraj.load_dcd(str(trajectory_dcd), top=str(topology_pdb), atom_indices=protein)
     return reference.atom_slice(protein), traj
 
 
 @contextmanager
-def _stdout_to_stderr() -> Iterator[None]:
-    """Send what C code writes to file descriptor 1 to standard error for the duration."""
+def _silence_stdout() -> Iterator[None]:
+    """Discard what C code writes to file descriptor 1 for the duration."""
     sys.stdout.flush()
     saved = os.dup(1)
     try:
-        os.dup2(2, 1)
-        yield
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 1)
+            yield
     finally:
         os.dup2(saved, 1)
         os.close(saved)

@@ -99,7 +99,7 @@ class _Session:
 def run_md(spec: MDSpec, workdir: Path | str, progress: ProgressCallback | None = None) -> MDResult:
     """Run ``spec`` in ``workdir`` (created if needed), resuming from a checkpoint found there."""
     started = time.monotonic()
-    files = RunFiles(Path(workdir))
+    files = RunFiles(Path(workdir).resolve())
     files.workdir.mkdir(parents=True, exist_ok=True)
     session = _Session(spec, files)
     deadline = started + spec.max_wall_time_s if spec.max_wall_time_s else None

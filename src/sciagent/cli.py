@@ -1,0 +1,142 @@
+"""The ``sciagent`` command: parses, calls the layers below, prints. No science happens here."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from pydantic import ValidationError
+
+from sciagent.config import Settings
+from sciagent.console import err_console, md_progress, out_console
+from sciagent.errors import UserError
+from sciagent.science.simulate import simulate_and_analyze
+from sciagent.science.spec import MDSpec
+from sciagent.summaries import simulation_table, structures_tables
+
+app = typer.Typer(
+    help="Agentic scientific workflows: molecular dynamics planned, run and reported.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# MDSpec field → the flag a user typed, so a validation error names what the user can change.
+_FLAG_FOR_FIELD = {
+    "temperature_k": "--temperature",
+    "production_steps": "--steps",
+    "equilibration_steps": "--equilibration",
+    "timestep_fs": "--timestep",
+    "report_interval": "--report-interval",
+    "max_wall_time_s": "--max-wall-time",
+    "seed": "--seed",
+}
+EXIT_FAILED = 1  # the simulation ran and failed
+EXIT_BAD_INPUT = 2  # nothing could start: the input or setup is wrong
+
+
+def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
+    """Print a one-line error and exit non-zero."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+@app.callback()
+def main(
+    log_level: Annotated[
+        str, typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR", envvar="SCIAGENT_LOG_LEVEL")
+    ] = "WARNING",
+) -> None:
+    """Set up logging for every command."""
+    level = logging.getLevelName(log_level.upper())
+    if not isinstance(level, int):
+        fail(f"unknown --log-level {log_level!r}: use DEBUG, INFO, WARNING or ERROR")
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+
+
+@app.command()
+def structures() -> None:
+    """List the bundled structures and the protein names sciagent maps to PDB ids."""
+    for table in structures_tables():
+        out_console.print(table)
+
+
+@app.command()
+def simulate(
+    structure: Annotated[
+        str, typer.Argument(help="file path, bundled name (villin), PDB id or protein name")
+    ],
+    temperature: Annotated[float, typer.Option(help="temperature in K")] = 300.0,
+    steps: Annotated[int, typer.Option(help="production steps")] = 5000,
+    equilibration: Annotated[int, typer.Option(help="equilibration steps before production")] = 1000,
+    timestep: Annotated[float, typer.Option(help="timestep in fs")] = 2.0,
+    solvent: Annotated[str, typer.Option(help="implicit, explicit or vacuum")] = "implicit",
+    forcefield: Annotated[str, typer.Option(help="amber14, amber99sbildn or charmm36")] = "amber14",
+    no_constraints: Annotated[
+        bool, typer.Option("--no-constraints", help="do not constrain bonds to H")
+    ] = False,
+    platform: Annotated[str, typer.Option(help="auto, CPU, CUDA, OpenCL or HIP")] = "auto",
+    seed: Annotated[int, typer.Option(help="random seed for velocities and thermostat")] = 1,
+    report_interval: Annotated[int, typer.Option(help="steps between frames and CSV rows")] = 100,
+    max_wall_time: Annotated[
+        float | None, typer.Option(help="seconds; stop with a checkpoint, resumable with the same --out")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="work directory; an existing one with a checkpoint resumes")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print exactly one JSON object")] = False,
+) -> None:
+    """Run one molecular-dynamics simulation and analyse it."""
+
+    spec = _spec_or_exit(
+        structure=structure,
+        temperature_k=temperature,
+        production_steps=steps,
+        equilibration_steps=equilibration,
+        timestep_fs=timestep,
+        solvent=solvent,
+        forcefield=forcefield,
+        constraints="none" if no_constraints else "hbonds",
+        platform=platform,
+        seed=seed,
+        report_interval=min(report_interval, steps) if steps > 0 else report_interval,
+        max_wall_time_s=max_wall_time,
+    )
+    workdir = out or Settings().workspace / f"simulate-{_slug(structure)}-{time.strftime('%Y%m%d-%H%M%S')}"
+    try:
+        with md_progress(structure) as progress:
+            outcome = simulate_and_analyze(spec, workdir, progress)
+    except UserError as exc:
+        fail(str(exc))
+    setup_failed = outcome.result.failure_class == "setup"
+    if as_json:
+        typer.echo(json.dumps(outcome.model_dump(mode="json")))
+    elif not setup_failed:  # a setup failure ran nothing: its one-line error says it all
+        out_console.print(simulation_table(outcome))
+    if not outcome.result.ok:
+        fail(outcome.result.message, EXIT_BAD_INPUT if setup_failed else EXIT_FAILED)
+
+
+def _spec_or_exit(**fields: object) -> MDSpec:
+    try:
+        return MDSpec(**fields)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = str(error["loc"][0]) if error["loc"] else "input"
+        flag = _FLAG_FOR_FIELD.get(field, "--" + field.replace("_", "-"))
+        value = (
+            f" (got {error['input']!r})" if "input" in error and not isinstance(error["input"], dict) else ""
+        )
+        fail(f"invalid {flag}: {error['msg']}{value}")
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", Path(text).stem).strip("-").lower()[:40] or "structure"
