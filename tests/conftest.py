@@ -28,3 +28,12 @@ def quick_spec_fields() -> dict:
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
     return tmp_path / "run"
+
+
+@pytest.fixture
+def openai_server():
+    """A scripted OpenAI-protocol server on 127.0.0.1 (see tests/openai_server.py)."""
+    from openai_server import OpenAIServer
+
+    with OpenAIServer() as server:
+        yield server

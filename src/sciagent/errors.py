@@ -5,10 +5,16 @@ The tree (three families, so callers can tell who has to act):
     SciagentError
     ├── UserError            the user's input or configuration is wrong; the message says what to do
     │   ├── StructureError   a structure could not be found, fetched or read
-    │   └── SpecError        a simulation request is invalid or unsupported
+    │   ├── SpecError        a simulation request is invalid or unsupported
+    │   ├── ConfigError      a setting or profile is missing or invalid
+    │   └── ModelAuthError   the model endpoint rejected the credentials (also a ModelError)
+    ├── ModelError           talking to a language model failed
+    │   ├── ModelUnavailable the endpoint could not be reached or kept failing after the retries
+    │   ├── ModelRequestError the endpoint refused the request (4xx other than auth): not retried
+    │   └── StructuredOutputError the model's answers never validated; carries every raw reply
     └── RunFailure           work was attempted and failed (carried in results, not raised across workers)
 
-Signals to the language model (retry with this message) join this tree with the LLM layer.
+Signals to the language model (retry with this message) join this tree with the agent layer.
 This module imports nothing so that ``science/`` can use it on a bare remote worker.
 """
 
@@ -29,6 +35,44 @@ class StructureError(UserError):
 
 class SpecError(UserError):
     """A simulation request is invalid or cannot be honoured as asked."""
+
+
+class ConfigError(UserError):
+    """A setting, profile or credential source is missing or invalid."""
+
+
+class ModelError(SciagentError):
+    """A language-model call failed."""
+
+
+class ModelAuthError(ModelError, UserError):
+    """The endpoint rejected the credentials: the user must log in or fix the key."""
+
+
+class ModelUnavailable(ModelError):
+    """The endpoint could not be reached, timed out, or kept failing after the retries."""
+
+
+class ModelRequestError(ModelError):
+    """The endpoint refused the request as invalid (a 4xx other than auth or rate limits)."""
+
+
+class StructuredOutputError(ModelError):
+    """The model's answers never validated against the requested schema.
+
+    Attributes:
+        raw_replies: every reply the model gave, in order, for the journal and for debugging.
+        errors: the validation error for each reply.
+        responses: the ``ChatResponse`` of each reply (latency, tokens), when the caller has them.
+    """
+
+    def __init__(
+        self, message: str, raw_replies: list[str], errors: list[str], responses: list | None = None
+    ) -> None:
+        super().__init__(message)
+        self.raw_replies = raw_replies
+        self.errors = errors
+        self.responses = responses or []
 
 
 class RunFailure(SciagentError):

@@ -1,0 +1,248 @@
+"""A ``ChatModel`` for any OpenAI-compatible endpoint: vLLM, llama.cpp's server, facility inference services.
+
+The ``openai`` SDK speaks the protocol; this module owns everything around it: HTTP retries (the SDK's
+are switched off so only ``RetryPolicy`` retries, STYLE.md habit 8), mapping SDK exceptions to ours by
+type and status code (habit 9), and turning SDK objects into plain ``ChatResponse`` values.
+
+What is retried: connection errors, timeouts, HTTP 408, 429 and 5xx (honouring ``Retry-After``).
+What is not: 401/403 (``ModelAuthError``: the user must log in) and other 4xx (``ModelRequestError``:
+asking again would get the same answer). The API key never appears in messages, logs or ``repr``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import openai
+
+from sciagent.errors import ModelAuthError, ModelError, ModelRequestError, ModelUnavailable
+from sciagent.llm.base import (
+    ChatResponse,
+    Message,
+    OutputSchema,
+    ResponseFormatStyle,
+    ToolCall,
+    ToolSpec,
+    Usage,
+)
+from sciagent.llm.retry import RetryPolicy, parse_retry_after
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Sent when no key is given: local vLLM / llama.cpp servers ignore it, and the SDK requires one.
+PLACEHOLDER_API_KEY = "not-needed"
+_RETRYABLE_STATUS = frozenset({408, 429})
+_AUTH_STATUS = frozenset({401, 403})
+_RESPONSE_FORMAT_STYLES = ("json_schema", "json_object")
+_BASE_URL_HINT = "check that the base URL points at an OpenAI-compatible API (it usually ends in /v1)"
+
+
+class OpenAICompatModel:
+    """Chat with a model behind an OpenAI-compatible base URL (one that ends in ``/v1``).
+
+    ``chat`` reports ``latency_s`` of the successful HTTP attempt only, not the back-off before it, so
+    ``tokens_per_s`` measures the model rather than the network's bad moments.
+
+    Args:
+        base_url: e.g. ``http://localhost:8000/v1`` (vLLM) or a facility endpoint.
+        model: the model id the server knows (``meta-llama/Meta-Llama-3.1-8B-Instruct``).
+        api_key: bearer token; None sends a placeholder, since local servers need none.
+        timeout_s: per-attempt HTTP timeout; generous by default because long generations are slow.
+        retry: back-off policy for transient failures.
+        response_format_style: ``json_schema`` (vLLM, OpenAI) or ``json_object`` (llama-cpp-python).
+        supports_native_tools: whether the server honours ``tools=``.
+        sleep: how to wait between attempts; tests inject a recorder.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        api_key: str | None = None,
+        timeout_s: float = 120.0,
+        retry: RetryPolicy = RetryPolicy(),  # noqa: B008 - frozen, so a shared default is safe
+        response_format_style: ResponseFormatStyle = "json_schema",
+        supports_native_tools: bool = True,
+        sleep: Callable[[float], object] = time.sleep,
+    ) -> None:
+        if not base_url.strip():
+            raise ValueError("base_url is empty: give the endpoint's URL, e.g. http://localhost:8000/v1")
+        if not model.strip():
+            raise ValueError("model is empty: give the model id the endpoint serves (see list_models())")
+        if timeout_s <= 0:
+            raise ValueError(f"timeout_s must be > 0 seconds, got {timeout_s}")
+        if response_format_style not in _RESPONSE_FORMAT_STYLES:
+            raise ValueError(f"response_format_style must be one of {_RESPONSE_FORMAT_STYLES}")
+        self.base_url = base_url.rstrip("/")
+        self.model_id = model
+        self.supports_native_tools = supports_native_tools
+        self.response_format_style: ResponseFormatStyle = response_format_style
+        self.timeout_s = timeout_s
+        self._retry = retry
+        self._sleep = sleep
+        self._api_key = api_key or PLACEHOLDER_API_KEY
+        self._client = openai.OpenAI(
+            base_url=self.base_url, api_key=self._api_key, timeout=timeout_s, max_retries=0
+        )
+
+    def __repr__(self) -> str:
+        return f"OpenAICompatModel(base_url={self.base_url!r}, model={self.model_id!r})"
+
+    def chat(
+        self,
+        messages: list[Message],
+        *,
+        tools: list[ToolSpec] | None = None,
+        output_schema: OutputSchema | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+    ) -> ChatResponse:
+        """Send ``messages``; see ``ChatModel.chat``. Unset options are left out of the request."""
+        request: dict[str, Any] = {"model": self.model_id, "messages": messages}
+        if tools:
+            request["tools"] = [tool.to_openai() for tool in tools]
+        if output_schema is not None:
+            request["response_format"] = output_schema.response_format(self.response_format_style)
+        if temperature is not None:
+            request["temperature"] = temperature
+        if max_tokens is not None:
+            request["max_tokens"] = max_tokens
+        completion, latency_s = self._with_retries(
+            lambda: self._client.chat.completions.create(**request), "chat completion"
+        )
+        return self._to_response(completion, latency_s)
+
+    def list_models(self) -> list[str]:
+        """The model ids the endpoint serves (``GET /v1/models``): a cheap health and auth check."""
+        page, _ = self._with_retries(lambda: self._client.models.list(), "model list")
+        return [m.id for m in page.data]
+
+    def _with_retries(self, call: Callable[[], T], what: str) -> tuple[T, float]:
+        """Run ``call`` under the retry policy; return its result and the successful attempt's duration."""
+        attempts = self._retry.attempts
+        for attempt in range(1, attempts + 1):
+            started = time.perf_counter()
+            try:
+                result = call()
+            except json.JSONDecodeError as exc:
+                raise ModelError(
+                    f"the endpoint {self.base_url} answered with invalid JSON; {_BASE_URL_HINT}"
+                ) from exc
+            except openai.APIStatusError as exc:
+                if exc.status_code not in _RETRYABLE_STATUS and exc.status_code < 500:
+                    raise self._refusal(exc) from exc
+                cause, retry_after = exc, _retry_after_s(exc.response.headers)
+            except openai.APIConnectionError as exc:  # includes APITimeoutError
+                cause, retry_after = exc, None
+            else:
+                return result, time.perf_counter() - started
+            if attempt == attempts:
+                break
+            delay = self._retry.delay(attempt, retry_after)
+            log.warning(
+                "%s from %s failed (attempt %d of %d: %s); retrying in %.2f s",
+                what, self.base_url, attempt, attempts, self._redact(_describe(cause)), delay,
+            )  # fmt: skip
+            self._sleep(delay)
+        raise ModelUnavailable(
+            f"could not reach {self.base_url} after {attempts} attempts: {self._redact(_describe(cause))}"
+        ) from cause
+
+    def _refusal(self, exc: openai.APIStatusError) -> ModelError:
+        """The error for a status we do not retry: auth (the user acts) or a bad request (we do)."""
+        status = exc.status_code
+        detail = self._redact(_server_message(exc))
+        if status in _AUTH_STATUS:
+            return ModelAuthError(
+                f"the endpoint {self.base_url} rejected the token (HTTP {status}: {detail}): "
+                "run `sciagent auth login` or check the API key"
+            )
+        hint = "; check the base URL and the model id" if status == 404 else ""
+        return ModelRequestError(
+            f"the endpoint {self.base_url} refused the request (HTTP {status}): {detail}{hint}"
+        )
+
+    def _redact(self, text: str) -> str:
+        """Remove the key from server-supplied text, in case a server echoes it back in an error."""
+        return text.replace(self._api_key, "[redacted]") if self._api_key != PLACEHOLDER_API_KEY else text
+
+    def _to_response(self, completion: Any, latency_s: float) -> ChatResponse:
+        """Plain values from the SDK's object; a body that is not a chat completion is a ``ModelError``."""
+        try:
+            return _chat_response(completion, latency_s, self.model_id)
+        except (AttributeError, IndexError, TypeError) as exc:
+            raise ModelError(
+                f"the endpoint {self.base_url} answered with something other than a chat completion; "
+                f"{_BASE_URL_HINT}"
+            ) from exc
+
+
+def _chat_response(completion: Any, latency_s: float, model_id: str) -> ChatResponse:
+    choice = completion.choices[0]
+    usage = completion.usage
+    return ChatResponse(
+        model=completion.model or model_id,
+        text=choice.message.content,
+        tool_calls=[
+            _to_tool_call(c)
+            for c in choice.message.tool_calls or []
+            if getattr(c, "type", "function") == "function"
+        ],
+        usage=Usage(
+            prompt_tokens=(usage.prompt_tokens or 0) if usage else 0,
+            completion_tokens=(usage.completion_tokens or 0) if usage else 0,
+        ),
+        latency_s=latency_s,
+        finish_reason=choice.finish_reason,
+    )
+
+
+def _to_tool_call(call: Any) -> ToolCall:
+    """Decode the arguments; invalid JSON keeps ``{}`` and the raw string, for the caller to repair."""
+    raw = call.function.arguments or ""
+    try:
+        decoded = json.loads(raw)
+    except ValueError:
+        decoded = None
+    arguments = decoded if isinstance(decoded, dict) else {}
+    return ToolCall(
+        id=call.id or f"call_{uuid.uuid4().hex[:24]}",
+        name=call.function.name,
+        arguments=arguments,
+        raw_arguments=raw,
+    )
+
+
+def _retry_after_s(headers: Any) -> float | None:
+    """The server's requested wait: OpenAI's ``retry-after-ms`` first, then standard ``Retry-After``."""
+    millis = parse_retry_after(headers.get("retry-after-ms"))
+    if millis is not None:
+        return millis / 1000.0
+    return parse_retry_after(headers.get("retry-after"))
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, openai.APITimeoutError):
+        return "timed out"
+    if isinstance(exc, openai.APIStatusError):
+        return f"HTTP {exc.status_code}: {_server_message(exc)}"
+    cause = exc.__cause__
+    return f"connection error ({type(cause).__name__})" if cause else "connection error"
+
+
+def _server_message(exc: openai.APIStatusError, limit: int = 300) -> str:
+    """The server's own words (OpenAI/vLLM ``message``, FastAPI ``detail``) on one short line."""
+    body = exc.body
+    text: Any = body
+    if isinstance(body, dict):
+        text = body.get("message") or body.get("detail") or body.get("error") or body
+    text = " ".join(str(text if text is not None else exc.message).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
