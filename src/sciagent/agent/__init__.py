@@ -1,0 +1,1 @@
+"""The agent layer: journal, guardrails, policies and the tool-calling loop."""

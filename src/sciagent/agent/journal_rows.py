@@ -1,0 +1,304 @@
+"""The journal's rows: typed, immutable records, and the SQL tables that hold them.
+
+The agent builds a ``ModelCall`` in memory, the journal stores it, and ``sciagent show`` reads it back as
+a ``ModelCallRow``: one set of types from the loop to the terminal (smolagents keeps its transcript the
+same way). Each row can describe itself in one line, which is what the timeline shows. The tables are
+defined next to the dataclasses so that the two are changed together (and ``SCHEMA_VERSION`` with them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal, get_args
+
+RunStatus = Literal["running", "completed", "failed", "interrupted"]
+StepStatus = Literal["running", "completed", "failed", "skipped"]
+TaskStatus = Literal["pending", "running", "completed", "failed", "cancelled"]
+CallOutcome = Literal["valid", "invalid", "fallback", "error"]
+EventLevel = Literal["debug", "info", "warning", "error"]
+
+RUN_STATUSES: tuple[str, ...] = get_args(RunStatus)
+STEP_STATUSES: tuple[str, ...] = get_args(StepStatus)
+TASK_STATUSES: tuple[str, ...] = get_args(TaskStatus)
+CALL_OUTCOMES: tuple[str, ...] = get_args(CallOutcome)
+EVENT_LEVELS: tuple[str, ...] = get_args(EventLevel)
+
+# Bump with every change to SCHEMA, and teach Journal to migrate older files.
+SCHEMA_VERSION = 1
+
+# Lines longer than this are cut in one-line descriptions; the full text stays in the journal.
+_DESCRIPTION_LIMIT = 160
+
+
+def check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    """Raise a ``ValueError`` naming the allowed values, before SQLite's CHECK gives a vaguer one."""
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
+
+
+def one_line(text: str, limit: int = _DESCRIPTION_LIMIT) -> str:
+    """Collapse whitespace (tracebacks, multi-line replies) so a description fits one table row."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def seconds_between(start: str, end: str | None) -> float | None:
+    """Seconds from one journal timestamp to another, or None while the row is unfinished."""
+    if end is None:
+        return None
+    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """One agentic run: what it was asked to do, with which settings, and how it ended."""
+
+    id: str
+    goal: str
+    config: dict[str, Any]
+    status: RunStatus
+    error: str | None
+    created_at: str
+    updated_at: str
+    finished_at: str | None
+
+    @property
+    def duration_s(self) -> float | None:
+        return seconds_between(self.created_at, self.finished_at)
+
+
+@dataclass(frozen=True)
+class StepRow:
+    """A phase of a workflow (plan, guardrails, simulate, evaluate, adapt, report ...)."""
+
+    id: int
+    run_id: str
+    kind: str
+    status: StepStatus
+    summary: str
+    data: dict[str, Any]
+    started_at: str
+    finished_at: str | None
+
+    @property
+    def duration_s(self) -> float | None:
+        return seconds_between(self.started_at, self.finished_at)
+
+    def describe(self) -> str:
+        text = f"{self.kind}: {self.summary}" if self.summary else self.kind
+        if self.duration_s is not None:
+            text += f" ({self.duration_s:.1f} s)"
+        return one_line(text)
+
+
+@dataclass(frozen=True)
+class ModelCall:
+    """One request to a language model and what became of its answer.
+
+    Attributes:
+        purpose: why the model was asked (``plan``, ``adjust``, ``interpret`` ...).
+        model_id: the model name the endpoint reported (or was asked for, if it never answered).
+        prompt_digest: sha256 of the messages (``digest_messages``): identical prompts are recognisable
+            without storing them, so the journal does not grow with every repeated context.
+        latency_s: wall time of the request, retries of the transport included.
+        prompt_tokens: tokens the endpoint counted in the prompt (None if it did not say).
+        completion_tokens: tokens in the reply (None if it did not say).
+        raw_reply: the reply exactly as received, so a bad answer can be inspected later.
+        outcome: ``valid`` (validated and used), ``invalid`` (failed validation; the model was re-asked),
+            ``fallback`` (the documented fallback was used instead), ``error`` (the request itself failed).
+        error: the validation or request error, for ``invalid`` and ``error``.
+        attempt: 1 for the first ask, 2 for the first re-ask, and so on.
+    """
+
+    purpose: str
+    model_id: str
+    prompt_digest: str
+    latency_s: float
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    raw_reply: str
+    outcome: CallOutcome
+    error: str | None = None
+    attempt: int = 1
+
+    def __post_init__(self) -> None:
+        check_choice("ModelCall.outcome", self.outcome, CALL_OUTCOMES)
+        if self.attempt < 1:
+            raise ValueError(f"ModelCall.attempt counts from 1, not {self.attempt}")
+        if self.latency_s < 0:
+            raise ValueError(f"ModelCall.latency_s cannot be negative ({self.latency_s})")
+
+
+@dataclass(frozen=True)
+class ModelCallRow:
+    """A stored ``ModelCall``, with where and when it happened."""
+
+    id: int
+    run_id: str
+    step_id: int | None
+    created_at: str
+    call: ModelCall
+
+    def describe(self) -> str:
+        call = self.call
+        tokens = (
+            f"{call.prompt_tokens or 0}+{call.completion_tokens or 0} tokens"
+            if call.prompt_tokens is not None or call.completion_tokens is not None
+            else "tokens n/a"
+        )
+        text = (
+            f"{call.purpose} · {call.model_id} · {call.latency_s:.2f} s · {tokens} · attempt {call.attempt}"
+        )
+        if call.error:
+            text += f" · {call.error}"
+        return one_line(text)
+
+
+@dataclass(frozen=True)
+class TaskRow:
+    """A unit of work (a simulation) sent to an executor; ``key`` identifies it within its run."""
+
+    id: int
+    run_id: str
+    key: str
+    spec: dict[str, Any]
+    executor: str
+    status: TaskStatus
+    attempts: int
+    result_path: str | None
+    error: str | None
+    remote_id: str | None
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    updated_at: str
+
+    @property
+    def duration_s(self) -> float | None:
+        return seconds_between(self.started_at, self.finished_at) if self.started_at else None
+
+    def describe(self) -> str:
+        text = f"{self.key} on {self.executor} · {self.attempts} attempt{'s' if self.attempts != 1 else ''}"
+        if self.duration_s is not None:
+            text += f" · {self.duration_s:.1f} s"
+        if self.error:
+            text += f" · {self.error}"
+        elif self.result_path:
+            text += f" · {self.result_path}"
+        return one_line(text)
+
+
+@dataclass(frozen=True)
+class EventRow:
+    """Something worth remembering that is not a step, call or task (a retry, a guardrail, a warning)."""
+
+    id: int
+    run_id: str
+    level: EventLevel
+    message: str
+    data: dict[str, Any]
+    created_at: str
+
+    def describe(self) -> str:
+        return one_line(self.message)
+
+
+@dataclass(frozen=True)
+class ArtifactRow:
+    """A file the run produced (trajectory, plot, report), by kind and path."""
+
+    id: int
+    run_id: str
+    kind: str
+    path: str
+    created_at: str
+
+
+@dataclass(frozen=True)
+class TimelineEntry:
+    """One line of ``sciagent show``: when, what sort of row, its status, and a one-line description."""
+
+    time: str
+    kind: Literal["step", "model", "task", "event"]
+    status: str
+    description: str
+    row_id: int
+
+
+SCHEMA = """
+CREATE TABLE runs (
+    id TEXT PRIMARY KEY,
+    goal TEXT NOT NULL,
+    config TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('running', 'completed', 'failed', 'interrupted')),
+    error TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    finished_at TEXT
+);
+CREATE TABLE steps (
+    id INTEGER PRIMARY KEY,
+    run_id TEXT NOT NULL REFERENCES runs(id),
+    kind TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('running', 'completed', 'failed', 'skipped')),
+    summary TEXT NOT NULL,
+    data TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    finished_at TEXT
+);
+CREATE TABLE model_calls (
+    id INTEGER PRIMARY KEY,
+    run_id TEXT NOT NULL REFERENCES runs(id),
+    step_id INTEGER REFERENCES steps(id),
+    purpose TEXT NOT NULL,
+    model_id TEXT NOT NULL,
+    prompt_digest TEXT NOT NULL,
+    latency_s REAL NOT NULL,
+    prompt_tokens INTEGER,
+    completion_tokens INTEGER,
+    raw_reply TEXT NOT NULL,
+    outcome TEXT NOT NULL CHECK (outcome IN ('valid', 'invalid', 'fallback', 'error')),
+    error TEXT,
+    attempt INTEGER NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE tasks (
+    id INTEGER PRIMARY KEY,
+    run_id TEXT NOT NULL REFERENCES runs(id),
+    key TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    executor TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('pending', 'running', 'completed', 'failed', 'cancelled')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    result_path TEXT,
+    error TEXT,
+    remote_id TEXT,
+    created_at TEXT NOT NULL,
+    started_at TEXT,
+    finished_at TEXT,
+    updated_at TEXT NOT NULL,
+    UNIQUE (run_id, key)
+);
+CREATE TABLE events (
+    id INTEGER PRIMARY KEY,
+    run_id TEXT NOT NULL REFERENCES runs(id),
+    level TEXT NOT NULL CHECK (level IN ('debug', 'info', 'warning', 'error')),
+    message TEXT NOT NULL,
+    data TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE artifacts (
+    id INTEGER PRIMARY KEY,
+    run_id TEXT NOT NULL REFERENCES runs(id),
+    kind TEXT NOT NULL,
+    path TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    UNIQUE (run_id, path)
+);
+CREATE INDEX runs_by_time ON runs (created_at);
+CREATE INDEX steps_by_run ON steps (run_id);
+CREATE INDEX model_calls_by_run ON model_calls (run_id);
+CREATE INDEX events_by_run ON events (run_id);
+CREATE INDEX artifacts_by_run ON artifacts (run_id);
+"""

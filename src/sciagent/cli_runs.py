@@ -1,0 +1,78 @@
+"""Rich tables for ``sciagent runs`` and ``sciagent show RUN``, read from the journal; the CLI prints them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from rich.table import Table
+from rich.text import Text
+
+from sciagent.agent.journal import Journal
+from sciagent.agent.journal_rows import one_line
+
+# Colour by outcome so a failure stands out in a long timeline.
+_STATUS_STYLES = {
+    "completed": "green",
+    "valid": "green",
+    "running": "yellow",
+    "pending": "yellow",
+    "invalid": "yellow",
+    "fallback": "yellow",
+    "warning": "yellow",
+    "skipped": "dim",
+    "debug": "dim",
+    "failed": "red",
+    "error": "red",
+    "interrupted": "red",
+    "cancelled": "red",
+}
+
+
+def _status(status: str) -> Text:
+    return Text(status, style=_STATUS_STYLES.get(status, ""))
+
+
+def _clock(timestamp: str, with_date: bool = False) -> str:
+    """A journal timestamp (UTC) shortened for a table cell."""
+    moment = datetime.fromisoformat(timestamp)
+    return f"{moment:%Y-%m-%d %H:%M:%S}" if with_date else f"{moment:%H:%M:%S}"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def runs_table(journal: Journal, limit: int = 50) -> Table:
+    """The newest runs in the workspace: id, start, status, duration, tasks done, goal."""
+    table = Table(title=f"Runs in {journal.path.parent}")
+    for column in ("run", "started (UTC)", "status", "duration", "tasks", "goal"):
+        table.add_column(column, overflow="fold" if column == "goal" else "ellipsis")
+    for run in journal.list_runs(limit):
+        counts = journal.task_counts(run.id)
+        tasks = f"{counts.get('completed', 0)}/{sum(counts.values())}" if counts else ""
+        if counts.get("failed"):
+            tasks += f" ({counts['failed']} failed)"
+        started = _clock(run.created_at, with_date=True)
+        table.add_row(run.id, started, _status(run.status), _duration(run.duration_s), tasks, run.goal)
+    return table
+
+
+def timeline_table(journal: Journal, run_id: str) -> Table:
+    """One run, step by step: time, kind, status and a one-line description of each row.
+
+    ``run_id`` may be a unique prefix; an unknown one raises the journal's one-line ``UserError``.
+    """
+    run = journal.get_run(run_id)
+    caption = f"status {run.status}" + (f": {one_line(run.error)}" if run.error else "")
+    table = Table(title=f"Run {run.id}: {run.goal}", caption=caption)
+    table.add_column("time (UTC)")
+    table.add_column("kind")
+    table.add_column("status")
+    table.add_column("description", overflow="fold")
+    for entry in journal.timeline(run.id):
+        table.add_row(_clock(entry.time), entry.kind, _status(entry.status), entry.description)
+    return table
