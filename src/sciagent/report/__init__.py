@@ -1,0 +1,1 @@
+"""Reports: markdown and self-contained HTML with plots, and results.json, from a study's records."""

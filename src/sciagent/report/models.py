@@ -1,0 +1,83 @@
+"""What a study report is made of: plain records the workflow fills and the renderers read.
+
+They live here, below the workflows, so the renderers never import workflow code, and so a report can
+be re-rendered later from ``results.json`` alone (``sciagent report RUN``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from sciagent.science.simulate import SimulationOutcome
+from sciagent.science.spec import MDSpec
+
+Source = Literal["model", "fallback"]
+
+
+class ConditionRecord(BaseModel):
+    """One simulated condition (a temperature and replica), after all its attempts."""
+
+    name: str  # e.g. "T300-r1"
+    temperature_k: float
+    replica: int
+    spec: MDSpec  # the spec of the last attempt
+    status: Literal["completed", "failed", "not run"]
+    attempts: int = 0
+    outcome: SimulationOutcome | None = None  # of the last attempt
+    failure: str | None = None  # why it failed or was not run, for people
+
+
+class Adaptation(BaseModel):
+    """One change the study made in response to a result."""
+
+    condition: str
+    round: int
+    trigger: Literal["instability", "inconclusive", "transient"]
+    error: str | None = None
+    decided_by: Literal["model", "fallback", "policy"]
+    changes: dict[str, Any]  # field -> new value
+    rationale: str | None = None
+
+
+class GuardrailChange(BaseModel):
+    """A value of the model's plan that the guardrails changed, and why."""
+
+    field: str
+    proposed: Any
+    applied: Any
+    reason: str
+
+
+class Provenance(BaseModel):
+    """Where the numbers came from: versions, hardware, model, seeds and time spent."""
+
+    sciagent_version: str
+    openmm_version: str
+    python_version: str
+    hostname: str
+    platforms: list[str]
+    llm_profile: str
+    model_id: str
+    seeds: dict[str, int]
+    phase_wall_times_s: dict[str, float]
+    started_at: str
+    finished_at: str | None = None
+
+
+class StudyRecord(BaseModel):
+    """Everything a report shows about one study."""
+
+    run_id: str
+    goal: str
+    structure: str
+    plan: dict[str, Any]
+    plan_source: Source
+    rationale: str | None  # model-written, labelled as such
+    guardrail_changes: list[GuardrailChange] = []
+    conditions: list[ConditionRecord] = []
+    adaptations: list[Adaptation] = []
+    interpretation: str | None = None  # model-written; numbers in it are checked against the table
+    interpretation_source: Source | None = None
+    provenance: Provenance
