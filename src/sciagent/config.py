@@ -9,12 +9,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import platformdirs
+from pydantic import Field, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from sciagent.llm.profiles import LLMProfile, overlay_builtin_profiles
 
 
 def user_config_file() -> Path:
@@ -23,12 +26,25 @@ def user_config_file() -> Path:
 
 
 class Settings(BaseSettings):
-    """Where runs go and how chatty sciagent is; later layers add model and site profiles here."""
+    """Where runs go, how chatty sciagent is, and which language models it can talk to.
 
-    model_config = SettingsConfigDict(env_prefix="SCIAGENT_", extra="ignore")
+    ``llm`` holds the user's ``[llm.NAME]`` tables (added to, or laid over, the built-in profiles in
+    ``sciagent.llm.profiles``); ``default_llm`` names the profile used when none is given.
+    """
+
+    # hide_input_in_errors: a misplaced API key in a config table must not be echoed by a validation error.
+    model_config = SettingsConfigDict(env_prefix="SCIAGENT_", extra="ignore", hide_input_in_errors=True)
 
     workspace: Path = Path("sciagent-runs")
     log_level: str = "WARNING"
+    llm: dict[str, LLMProfile] = Field(default_factory=dict)
+    default_llm: str = "embedded"
+
+    @field_validator("llm", mode="before")
+    @classmethod
+    def _over_builtin_profiles(cls, value: object) -> object:
+        # A [llm.alcf] table with just `model = ...` overrides that field of the built-in profile.
+        return overlay_builtin_profiles(value)
 
     @classmethod
     def settings_customise_sources(

@@ -1,0 +1,31 @@
+"""Helpers shared by the ``sciagent`` command modules (kept here so sub-apps need not import ``cli``)."""
+
+from __future__ import annotations
+
+from typing import NoReturn
+
+import typer
+from pydantic import ValidationError
+from rich.markup import escape
+
+from sciagent.config import Settings
+from sciagent.console import err_console
+
+EXIT_FAILED = 1  # the work ran (or a service was reached) and failed
+EXIT_BAD_INPUT = 2  # nothing could start: the input, configuration or credentials are wrong
+
+
+def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
+    """Print a one-line error and exit non-zero (the message is escaped: ``[llm.x]`` is not markup)."""
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def load_settings() -> Settings:
+    """``Settings()``, or a one-line error naming the bad setting (never its value: it may be a secret)."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error["loc"]) or "settings"
+        fail(f"invalid configuration at {where}: {error['msg']}")

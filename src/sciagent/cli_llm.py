@@ -1,0 +1,234 @@
+"""``sciagent llm ...`` and ``sciagent auth ...``: check, serve and list models; log in to the facility.
+
+Exit codes follow ``sciagent.cli_common``: 2 when nothing could start (unknown profile, missing key,
+rejected credentials), 1 when a service was asked and failed (unreachable endpoint, server crash).
+Keys and tokens are never printed: errors pass through ``auth.redact`` in case a server echoed one.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from enum import Enum
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.table import Table
+
+from sciagent.cli_common import EXIT_BAD_INPUT, EXIT_FAILED, fail, load_settings
+from sciagent.console import err_console, out_console
+from sciagent.errors import ModelError, UserError
+from sciagent.llm import auth
+from sciagent.llm.profiles import all_profiles, key_source, make_model, resolve_profile
+
+if TYPE_CHECKING:
+    from sciagent.llm.serve import ServerHandle
+
+llm_app = typer.Typer(
+    help="Language models: check an endpoint, serve one on this node, list the profiles.",
+    no_args_is_help=True,
+)
+auth_app = typer.Typer(help="Log in to the facility inference service with Globus.", no_args_is_help=True)
+
+_CHECK_PROMPT = [{"role": "user", "content": "Reply with one word: ready"}]
+
+
+class ServeBackend(str, Enum):
+    llama_cpp = "llama-cpp"
+    vllm = "vllm"
+
+
+@llm_app.command()
+def check(
+    llm: Annotated[
+        str | None, typer.Option("--llm", help="profile name (default: settings' default_llm)")
+    ] = None,
+) -> None:
+    """One round trip to a model: prints the profile, model id, latency and tokens/s."""
+    settings = load_settings()
+    name = llm or settings.default_llm
+    try:
+        name, profile = resolve_profile(name, settings)
+        model = make_model(name, settings)
+        reply = model.chat(_CHECK_PROMPT, max_tokens=16, temperature=0.0)
+    except UserError as exc:  # includes ModelAuthError: the user must fix a key or log in
+        fail(auth.redact(str(exc)), EXIT_BAD_INPUT)
+    except ModelError as exc:
+        fail(auth.redact(str(exc)), EXIT_FAILED)
+    except ValueError as exc:  # a backend constructor refused the profile's values
+        fail(f"profile {name}: {auth.redact(str(exc))}", EXIT_BAD_INPUT)
+    rate = f"{reply.tokens_per_s:.1f}" if reply.tokens_per_s else "n/a"
+    for label, value in (
+        ("profile", name),
+        ("endpoint", profile.base_url or "in process"),
+        ("model", reply.model or model.model_id),
+        ("latency", f"{reply.latency_s:.2f} s"),
+        ("tokens/s", rate),
+        ("reply", " ".join((reply.text or "").split())[:80]),
+    ):
+        out_console.print(f"{label + ':':<10}{value}", highlight=False, markup=False)
+
+
+@llm_app.command()
+def serve(
+    backend: Annotated[ServeBackend, typer.Option(help="llama-cpp (CPU) or vllm (GPU node)")],
+    model: Annotated[
+        str | None, typer.Option(help="GGUF path (llama-cpp; default: bundled SmolLM2) or model id (vllm)")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="default 8080 for llama-cpp, 8000 for vllm")] = None,
+    host: Annotated[str, typer.Option(help="listen address; 0.0.0.0 to serve other nodes")] = "127.0.0.1",
+    tensor_parallel_size: Annotated[int, typer.Option(help="GPUs (vllm)")] = 1,
+    ready_timeout: Annotated[float, typer.Option(help="seconds to wait for the server to answer")] = 600.0,
+    detach: Annotated[bool, typer.Option("--detach", help="return once ready; stop with `llm stop`")] = False,
+) -> None:
+    """Start a local OpenAI-compatible server; Ctrl-C stops it (or --detach and `sciagent llm stop`)."""
+    from sciagent.llm import serve as servers
+
+    kind = backend.value
+    port = port or servers.DEFAULT_PORTS[kind]
+    workdir = load_settings().workspace
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` of this command stops the server too
+    owned = detached = False
+    try:
+        handle = _start(kind, model, port, host, workdir, ready_timeout, tensor_parallel_size)
+        owned = True  # from here on, any way out of this command stops the server unless detached
+        out_console.print(f"{kind} server ready at {handle.base_url} (pid {handle.pid})", highlight=False)
+        out_console.print(f"log: {handle.log_file}", highlight=False, markup=False)
+        out_console.print(_profile_hint(kind, port, handle.base_url), highlight=False, markup=False)
+        if detach:
+            out_console.print(f"stop it with: sciagent llm stop --port {port}", highlight=False, markup=False)
+            detached = True
+            return
+        while handle.alive:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        err_console.print(f"stopping the {kind} server on port {port}", highlight=False)
+        return
+    finally:
+        if owned and not detached:
+            for sig in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not cut the cleanup short
+                signal.signal(sig, signal.SIG_IGN)
+            servers.stop_server(workdir, port)
+    err_console.print(servers.log_tail(handle.log_file), highlight=False, markup=False)
+    fail(f"the {kind} server exited on its own; its log is {handle.log_file}", EXIT_FAILED)
+
+
+def _start(
+    kind: str, model: str | None, port: int, host: str, workdir: Path, ready_timeout: float, tp: int
+) -> ServerHandle:
+    """``start_server``, or a one-line error (plus the server log's tail when it crashed)."""
+    from sciagent.llm import serve as servers
+
+    try:
+        return servers.start_server(
+            kind,  # type: ignore[arg-type]  # ServeBackend values are the Backend literals
+            model=model,
+            port=port,
+            host=host,
+            workdir=workdir,
+            ready_timeout_s=ready_timeout,
+            tensor_parallel_size=tp,
+        )
+    except KeyboardInterrupt:
+        fail("interrupted before the server was ready; it was stopped", EXIT_FAILED)
+    except UserError as exc:
+        fail(str(exc), EXIT_BAD_INPUT)
+    except ModelError as exc:
+        first, _, tail = str(exc).partition("\n")
+        if tail:
+            err_console.print(tail, highlight=False, markup=False)
+        fail(first, EXIT_FAILED)
+
+
+@llm_app.command()
+def stop(port: Annotated[int | None, typer.Option(help="only the server on this port")] = None) -> None:
+    """Stop the servers that `sciagent llm serve` recorded in this workspace."""
+    from sciagent.llm import serve as servers
+
+    workdir = load_settings().workspace
+    stopped = servers.stop_server(workdir, port) if workdir.is_dir() else []
+    if not stopped:
+        where = f" on port {port}" if port else ""
+        out_console.print(f"no server{where} recorded in {workdir}", highlight=False, markup=False)
+    for each in stopped:
+        out_console.print(f"stopped the server on port {each}", highlight=False)
+
+
+@llm_app.command()
+def profiles() -> None:
+    """List the model profiles (built-in and from config files) and whether each one's key is available."""
+    settings = load_settings()
+    table = Table("profile", "kind", "auth", "key")
+    table.add_column("endpoint", overflow="fold")  # a truncated URL is useless; fold it instead
+    table.add_column("model", overflow="fold")
+    for name, profile in sorted(all_profiles(settings).items()):
+        label = f"{name} (default)" if name == settings.default_llm else name
+        model = profile.model or ("bundled SmolLM2" if profile.kind == "embedded" else "first served")
+        endpoint = profile.base_url or "in process"
+        table.add_row(label, profile.kind, profile.auth, key_source(profile), endpoint, model)
+    out_console.print(table)
+
+
+@auth_app.command()
+def login() -> None:
+    """Log in with Globus (ANL/ALCF identity) and store refreshable tokens for the inference service."""
+    try:
+        state = auth.login(input_fn=input, print_fn=typer.echo)  # plain echo: a wrapped URL would break
+    except UserError as exc:
+        fail(str(exc), EXIT_BAD_INPUT)
+    except ModelError as exc:
+        fail(str(exc), EXIT_FAILED)
+    out_console.print(f"logged in; tokens stored in {state.token_file}", highlight=False, markup=False)
+
+
+@auth_app.command()
+def status() -> None:
+    """Whether a login is stored, until when its access token is valid, and its scopes (never the token)."""
+    state = auth.status()
+    if state.env_override:
+        out_console.print(
+            f"{state.env_override} is set: it is used instead of any stored login", markup=False
+        )
+    if state.problem:
+        fail(state.problem, EXIT_FAILED)
+    if not state.logged_in:
+        if state.env_override:
+            return
+        fail("not logged in: run `sciagent auth login`", EXIT_FAILED)
+    expires = state.expires_at.isoformat(timespec="seconds") if state.expires_at else "unknown"
+    refresh = "renewed automatically" if state.refreshable else "not renewable: log in again when it expires"
+    for label, value in (
+        ("token file", str(state.token_file)),
+        ("expires", f"{expires} ({refresh})"),
+        ("scopes", " ".join(state.scopes) or "none"),
+    ):
+        out_console.print(f"{label + ':':<12}{value}", highlight=False, markup=False)
+
+
+@auth_app.command()
+def logout() -> None:
+    """Revoke the stored tokens (when Globus can be reached) and delete them."""
+    result = auth.logout()
+    if not result.removed:
+        out_console.print("not logged in: nothing to remove", markup=False)
+    elif result.revoked:
+        out_console.print("logged out: tokens revoked and deleted", markup=False)
+    else:
+        out_console.print(
+            "logged out: tokens deleted (Globus could not be asked to revoke them)", markup=False
+        )
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _profile_hint(backend: str, port: int, base_url: str) -> str:
+    from sciagent.llm.serve import DEFAULT_PORTS
+
+    profile = {"llama-cpp": "llama-cpp-local", "vllm": "vllm-local"}[backend]
+    if port == DEFAULT_PORTS[backend]:
+        return f"use it with: --llm {profile}"
+    return f'use it with a profile: [llm.mine] base_url = "{base_url}" (in sciagent.toml), then --llm mine'
