@@ -1,0 +1,1 @@
+"""Where simulations run: one small Executor protocol, one module per engine (local processes, ...)."""
