@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/sciagent simulate villin --steps 2000
+	$(BIN)/sciagent run
 
 test: $(STAMP)
 	$(BIN)/ruff check .

@@ -304,3 +304,11 @@ def test_nothing_is_written_to_stdout() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout == "END\n"
     assert done.stderr == ""
+
+
+def test_long_string_bounds_are_left_to_validation() -> None:
+    schema = {"type": "object", "properties": {"summary": {"type": "string", "maxLength": 1500}}}
+    rewritten = grammar_friendly_schema(schema)
+    assert "maxLength" not in rewritten["properties"]["summary"]
+    short = {"type": "string", "maxLength": 20}
+    assert grammar_friendly_schema(short) == short

@@ -8,13 +8,15 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
 from pydantic import ValidationError
 
-from sciagent.config import Settings
-from sciagent.console import err_console, md_progress, out_console
+from sciagent import cli_study
+from sciagent.cli_common import EXIT_BAD_INPUT, EXIT_FAILED, fail, load_settings
+from sciagent.cli_llm import auth_app, llm_app
+from sciagent.console import md_progress, out_console
 from sciagent.errors import UserError
 from sciagent.science.simulate import simulate_and_analyze
 from sciagent.science.spec import MDSpec
@@ -27,6 +29,14 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+app.command()(cli_study.run)
+app.command()(cli_study.resume)
+app.command()(cli_study.runs)
+app.command()(cli_study.show)
+app.command()(cli_study.report)
+app.add_typer(llm_app, name="llm")
+app.add_typer(auth_app, name="auth")
+
 # MDSpec field → the flag a user typed, so a validation error names what the user can change.
 _FLAG_FOR_FIELD = {
     "temperature_k": "--temperature",
@@ -37,14 +47,6 @@ _FLAG_FOR_FIELD = {
     "max_wall_time_s": "--max-wall-time",
     "seed": "--seed",
 }
-EXIT_FAILED = 1  # the simulation ran and failed
-EXIT_BAD_INPUT = 2  # nothing could start: the input or setup is wrong
-
-
-def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
-    """Print a one-line error and exit non-zero."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
 
 
 @app.callback()
@@ -110,7 +112,9 @@ def simulate(
         report_interval=min(report_interval, steps) if steps > 0 else report_interval,
         max_wall_time_s=max_wall_time,
     )
-    workdir = out or Settings().workspace / f"simulate-{_slug(structure)}-{time.strftime('%Y%m%d-%H%M%S')}"
+    workdir = (
+        out or load_settings().workspace / f"simulate-{_slug(structure)}-{time.strftime('%Y%m%d-%H%M%S')}"
+    )
     try:
         with md_progress(structure) as progress:
             outcome = simulate_and_analyze(spec, workdir, progress)

@@ -13,6 +13,9 @@ enums, objects, arrays, string lengths and anchored patterns, but:
   then silently falls back to "any JSON" for the *whole* schema; a pattern with a backslash escape
   (``\\d``, ``\\.``) converts into a grammar the C parser rejects, which crashes the process. Such
   patterns are dropped here; validation after decoding still enforces them.
+- a string ``maxLength`` becomes one nested optional rule per character, and llama.cpp's grammar
+  parser refuses a few hundred of them ("exceeds sane defaults"). Lengths above
+  ``MAX_GRAMMAR_STRING_LENGTH`` are dropped from the grammar; validation still enforces them.
 - an empty schema ``{}`` (pydantic's ``Any``) becomes "any *object*", ``items: {}`` raises, and a
   schema with only a title raises: these become an explicit "any JSON value" union.
 
@@ -31,6 +34,9 @@ logger = logging.getLogger(__name__)
 
 MAX_ENUM_INTEGERS = 64
 """Integer ranges with at most this many values become enums; wider ones keep their bounds."""
+
+MAX_GRAMMAR_STRING_LENGTH = 64
+"""String length bounds above this are left to validation after decoding."""
 
 ANY_VALUE: dict[str, Any] = {"type": ["string", "number", "boolean", "object", "array", "null"]}
 """What an unconstrained schema means, spelled so that the converter allows every JSON value."""
@@ -93,6 +99,7 @@ def _rewrite(node: Any) -> Any:
         if isinstance(node.get(key), dict):
             node[key] = {name: _rewrite(sub) for name, sub in node[key].items()}
     _drop_unsafe_pattern(node)
+    _drop_long_string_bounds(node)
     _integer_range_to_enum(node)
     if not _SHAPE_KEYS.intersection(node):
         node.update(copy.deepcopy(ANY_VALUE))
@@ -109,6 +116,16 @@ def _drop_unsafe_pattern(node: dict[str, Any]) -> None:
         return
     logger.debug("dropping pattern %r from the grammar; validation after decoding enforces it", pattern)
     del node["pattern"]
+
+
+def _drop_long_string_bounds(node: dict[str, Any]) -> None:
+    """Remove string length bounds too long for llama.cpp's grammar parser."""
+    for key in ("maxLength", "minLength"):
+        if _is_number(node.get(key)) and node[key] > MAX_GRAMMAR_STRING_LENGTH:
+            logger.debug(
+                "dropping %s=%s from the grammar; validation after decoding enforces it", key, node[key]
+            )
+            del node[key]
 
 
 def _integer_range_to_enum(node: dict[str, Any]) -> None:

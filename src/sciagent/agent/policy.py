@@ -1,0 +1,70 @@
+"""What to do after a simulation attempt: the retry policy by failure class, in one place.
+
+| outcome                                   | action                                           |
+| ----------------------------------------- | ------------------------------------------------ |
+| completed, RMSD still drifting at the end | EXTEND production, if the budget allows, once    |
+| completed otherwise                       | ACCEPT                                           |
+| failed / instability                      | ADAPT: the model (or the fallback) changes it    |
+| failed / platform, or the worker died     | RETRY from its checkpoint, with backoff          |
+| failed / setup                            | STOP that condition and report why               |
+| failed / timeout (the budget ran out)     | STOP; the checkpoint stays for a later resume    |
+
+Each retry has one owner: the workflow asks this module and counts attempts; executors never retry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from sciagent.science.simulate import SimulationOutcome
+
+
+class Action(str, Enum):
+    ACCEPT = "accept"
+    EXTEND = "extend"
+    ADAPT = "adapt"
+    RETRY = "retry"
+    STOP = "stop"
+
+
+@dataclass(frozen=True)
+class RetryLimits:
+    """How many times each kind of second chance is given to one condition."""
+
+    transient_retries: int = 2
+    adaptation_rounds: int = 2
+    extensions: int = 1
+    backoff_base_s: float = 2.0
+    backoff_max_s: float = 30.0
+
+    def backoff_s(self, retry: int) -> float:
+        """Delay before transient retry number ``retry`` (1-based): exponential, capped."""
+        return min(self.backoff_max_s, self.backoff_base_s * 2 ** (retry - 1))
+
+
+DEFAULT_RETRY_LIMITS = RetryLimits()
+
+
+def still_drifting(outcome: SimulationOutcome) -> bool:
+    """Whether the backbone RMSD was still changing faster than the analysis threshold at the end."""
+    analysis = outcome.analysis
+    if analysis is None:
+        return False
+    limit = analysis.thresholds["rmsd_drift_max_angstrom_per_ns"]
+    return abs(analysis.final_window_rmsd_slope_angstrom_per_ns) > limit
+
+
+def next_action(outcome: SimulationOutcome | None, *, worker_lost: bool = False) -> Action:
+    """The action for one attempt's ``outcome`` (None with ``worker_lost`` when the worker died)."""
+    if outcome is None:
+        return Action.RETRY if worker_lost else Action.STOP
+    result = outcome.result
+    if result.ok:
+        return Action.EXTEND if still_drifting(outcome) else Action.ACCEPT
+    return {
+        "instability": Action.ADAPT,
+        "platform": Action.RETRY,
+        "setup": Action.STOP,
+        "timeout": Action.STOP,
+    }[result.failure_class or "setup"]

@@ -1,0 +1,174 @@
+"""``sciagent run | resume | runs | show | report``: the agentic study from the command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sciagent.agent.journal import Journal
+from sciagent.cli_common import EXIT_FAILED, fail, load_settings
+from sciagent.cli_runs import runs_table, timeline_table
+from sciagent.config import Settings
+from sciagent.console import err_console, out_console
+from sciagent.durations import parse_duration
+from sciagent.errors import ModelError, UserError
+from sciagent.workflows.md_stability import DEFAULT_GOAL
+from sciagent.workflows.runner import JOURNAL_FILE, RunOptions, StudyRun, resume_study, start_study
+
+BudgetOption = Annotated[
+    str, typer.Option("--budget", help="wall time for the whole study, e.g. 300s, 5m, 1h")
+]
+LlmOption = Annotated[str | None, typer.Option("--llm", help="model profile (see `sciagent llm profiles`)")]
+WorkspaceOption = Annotated[Path | None, typer.Option("--workspace", help="where runs and the journal live")]
+JsonOption = Annotated[bool, typer.Option("--json", help="print exactly one JSON object at the end")]
+ApproveOption = Annotated[bool, typer.Option("--approve", help="show the plan and ask before each batch")]
+
+
+def run(
+    goal: Annotated[str, typer.Argument(help="what the study should find out")] = DEFAULT_GOAL,
+    structure: Annotated[str | None, typer.Option("--structure", help="name, PDB id or file")] = None,
+    protein: Annotated[str | None, typer.Option("--protein", help="same as --structure")] = None,
+    llm: LlmOption = None,
+    executor: Annotated[str, typer.Option("--executor", help="where simulations run: local")] = "local",
+    budget: BudgetOption = "5m",
+    max_simulation_time: Annotated[
+        float | None, typer.Option("--max-simulation-time", help="seconds per simulation at most")
+    ] = None,
+    approve: ApproveOption = False,
+    workspace: WorkspaceOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Plan, run, adapt and report a molecular-dynamics stability study."""
+    settings = _settings(workspace)
+    options = _options(llm, budget, approve, as_json, max_simulation_time, executor)
+    options.goal, options.structure = goal, structure or protein or "villin"
+    _finish(lambda: start_study(options, settings), as_json)
+
+
+def resume(
+    run_id: Annotated[str, typer.Argument(help="the run id (or a unique prefix), see `sciagent runs`")],
+    llm: LlmOption = None,
+    budget: BudgetOption = "5m",
+    approve: ApproveOption = False,
+    workspace: WorkspaceOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Continue an interrupted study: finished simulations are kept, interrupted ones resume."""
+    settings = _settings(workspace)
+    options = _options(llm, budget, approve, as_json, None, "local")
+    _finish(lambda: resume_study(run_id, options, settings), as_json)
+
+
+def runs(workspace: WorkspaceOption = None) -> None:
+    """List the runs in the workspace, newest first."""
+    with _journal(_settings(workspace)) as journal:
+        out_console.print(runs_table(journal))
+
+
+def show(
+    run_id: Annotated[str, typer.Argument(help="run id or unique prefix")], workspace: WorkspaceOption = None
+) -> None:
+    """The timeline of one run: steps, model calls, simulations and adaptations."""
+    with _journal(_settings(workspace)) as journal:
+        try:
+            run_row = journal.get_run(run_id)
+        except UserError as exc:
+            fail(str(exc))
+        out_console.print(timeline_table(journal, run_row.id))
+
+
+def report(
+    run_id: Annotated[str, typer.Argument(help="run id or unique prefix")], workspace: WorkspaceOption = None
+) -> None:
+    """Render a run's report again from its results.json."""
+    from sciagent.report.render import load_record, render_report
+
+    settings = _settings(workspace)
+    with _journal(settings) as journal:
+        try:
+            run_row = journal.get_run(run_id)
+        except UserError as exc:
+            fail(str(exc))
+    run_dir = settings.workspace.resolve() / run_row.id
+    results = run_dir / "results.json"
+    if not results.exists():
+        fail(
+            f"run {run_row.id} has no results.json yet: finish it with `sciagent resume {run_row.id}`"
+        )
+    files = render_report(load_record(results), run_dir)
+    typer.echo(str(files.html))
+
+
+def _settings(workspace: Path | None) -> Settings:
+    settings = load_settings()
+    return settings.model_copy(update={"workspace": workspace}) if workspace else settings
+
+
+def _journal(settings: Settings) -> Journal:
+    path = settings.workspace.resolve() / JOURNAL_FILE
+    if not path.exists():
+        fail(f"no runs in {settings.workspace}: start one with `sciagent run`, or pass --workspace")
+    return Journal(path)
+
+
+def _options(
+    llm: str | None,
+    budget: str,
+    approve: bool,
+    as_json: bool,
+    max_simulation_time: float | None,
+    executor: str,
+) -> RunOptions:
+    try:
+        budget_s = parse_duration(budget)
+    except ValueError as exc:
+        fail(f"invalid --budget: {exc}")
+    if approve and not sys.stdin.isatty():
+        fail(
+            "--approve asks before each batch of simulations, but there is no terminal to ask: run without it"
+        )
+    return RunOptions(
+        llm=llm,
+        executor=executor,
+        budget_s=budget_s,
+        max_simulation_time_s=max_simulation_time,
+        approve=(lambda question: typer.confirm(question, default=True)) if approve else None,
+        notify=_notify_json if as_json else _notify,
+    )
+
+
+def _notify(phase: str, message: str) -> None:
+    err_console.print(f"[bold]{phase}[/]: {message}", highlight=False, soft_wrap=True)
+
+
+def _notify_json(phase: str, message: str) -> None:
+    print(f"{phase}: {message}", file=sys.stderr, flush=True)
+
+
+def _finish(work: Callable[[], StudyRun], as_json: bool) -> None:
+    try:
+        study = work()
+    except (UserError, ModelError) as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        fail("interrupted: `sciagent resume` continues the run", EXIT_FAILED)
+    run_dir = study.run_dir
+    failed = [c.name for c in study.state.conditions if c.status != "completed"]
+    summary = {
+        "run_id": study.run_id,
+        "status": "completed" if not failed else "completed with failures",
+        "failed_conditions": failed,
+        "report_html": str(run_dir / "report.html"),
+        "report_md": str(run_dir / "report.md"),
+        "results_json": str(run_dir / "results.json"),
+    }
+    if as_json:
+        typer.echo(json.dumps(summary))
+    else:
+        for key, value in summary.items():
+            out_console.print(f"{key}: {value}", highlight=False, soft_wrap=True)

@@ -1,0 +1,1 @@
+"""Workflows: recipes that plan, simulate, evaluate, adapt and report."""

@@ -1,0 +1,90 @@
+"""The durable state of one study, saved after every change so ``sciagent resume`` can continue it.
+
+The journal is the history (what happened, when); this file is the present (what is planned, what each
+condition is doing). Writes are atomic, so a crash leaves the last consistent state.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel
+
+from sciagent.agent.guardrails import FittedPlan
+from sciagent.report.models import Adaptation, GuardrailChange, Source
+from sciagent.science.analysis import Analysis
+from sciagent.science.md import MDResult
+from sciagent.science.outputs import RunFiles, write_text_atomic
+from sciagent.science.simulate import SimulationOutcome
+from sciagent.science.spec import MDSpec
+from sciagent.workflows.study_schemas import StudyPlan
+
+ConditionStatus = Literal["pending", "running", "completed", "failed", "not run"]
+
+
+class ConditionState(BaseModel):
+    """One temperature/replica condition: its current spec and how many second chances it has used."""
+
+    name: str
+    temperature_k: float
+    replica: int
+    spec: MDSpec
+    lineage: int = 1  # bumped when an adaptation changes the physics: a fresh work directory
+    attempts: int = 0  # submissions so far, all lineages
+    transient_retries: int = 0
+    adaptation_rounds: int = 0
+    extensions: int = 0
+    status: ConditionStatus = "pending"
+    failure: str | None = None
+
+    def workdir(self, run_dir: Path) -> Path:
+        """Where the current lineage runs; extensions and transient retries continue in it."""
+        return run_dir / "conditions" / self.name / f"run{self.lineage}"
+
+    @property
+    def task_key(self) -> str:
+        return f"{self.name}/run{self.lineage}/attempt{self.attempts}"
+
+
+class StudyState(BaseModel):
+    """Everything needed to continue a study where it stopped."""
+
+    run_id: str
+    goal: str
+    structure: str
+    llm_profile: str
+    model_id: str
+    budget_s: float
+    started_at: str
+    plan: StudyPlan | None = None
+    plan_source: Source | None = None
+    guardrail_changes: list[GuardrailChange] = []
+    steps_per_s: float | None = None
+    fitted: FittedPlan | None = None
+    conditions: list[ConditionState] = []
+    adaptations: list[Adaptation] = []
+    phase_wall_times_s: dict[str, float] = {}
+
+    def save(self, path: Path) -> None:
+        write_text_atomic(path, self.model_dump_json(indent=2))
+
+    @classmethod
+    def load(cls, path: Path) -> StudyState:
+        return cls.model_validate_json(path.read_text())
+
+    def add_phase_time(self, phase: str, seconds: float) -> None:
+        self.phase_wall_times_s[phase] = self.phase_wall_times_s.get(phase, 0.0) + seconds
+
+
+def load_outcome(workdir: Path) -> SimulationOutcome | None:
+    """The outcome a finished task left in ``workdir`` (result.json and analysis.json), if any."""
+    files = RunFiles(workdir)
+    if not files.result.exists():
+        return None
+    result = MDResult.model_validate_json(files.result.read_text())
+    result.files = files.existing()
+    analysis = Analysis.model_validate_json(files.analysis.read_text()) if files.analysis.exists() else None
+    if analysis is not None:
+        result.files["analysis"] = str(files.analysis)
+    return SimulationOutcome(result=result, analysis=analysis)
