@@ -22,6 +22,7 @@ from sciagent.llm import embedded
 from sciagent.llm.base import ChatModel, OutputSchema, ToolSpec
 from sciagent.llm.embedded import EmbeddedModel, bundled_model_path, check_gbnf
 from sciagent.llm.grammar import ANY_VALUE, MAX_ENUM_INTEGERS, grammar_friendly_schema
+from sciagent.llm.structured import ask_structured
 
 
 class Plan(BaseModel):
@@ -247,23 +248,32 @@ def test_a_second_instance_shares_the_loaded_weights(model: EmbeddedModel) -> No
     assert again.load_time_s == model.load_time_s
 
 
+FIVE_PROMPTS = [
+    "Plan a molecular dynamics run of villin at room temperature.",
+    "Plan a quick implicit-solvent test of a small protein.",
+    "Plan a careful explicit-water study with three replicas.",
+    "Choose settings for a hot protein unfolding simulation.",
+    "Plan a simulation of lysozyme at body temperature.",
+]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "prompt",
-    [
-        "Plan a molecular dynamics run of villin at room temperature.",
-        "Plan a quick implicit-solvent test of a small protein.",
-        "Plan a careful explicit-water study with three replicas.",
-        "Choose settings for a hot protein unfolding simulation.",
-        "Plan a simulation of lysozyme at body temperature.",
-    ],
-)
+@pytest.mark.parametrize("prompt", FIVE_PROMPTS)
 def test_structured_answer_validates_with_pydantic(model: EmbeddedModel, prompt: str) -> None:
     schema = OutputSchema("Plan", Plan.model_json_schema())
     messages = [{"role": "system", "content": "Answer with a JSON simulation plan."}, *_user(prompt)]
     response = model.chat(messages, output_schema=schema, max_tokens=96)
     assert response.finish_reason == "stop", response.text
     Plan.model_validate_json(response.text or "")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("prompt", FIVE_PROMPTS)
+def test_ask_structured_with_the_embedded_model_on_the_first_try(model: EmbeddedModel, prompt: str) -> None:
+    """The whole path the agent uses: schema → grammar → decode → validate, with no repair needed."""
+    messages = [{"role": "system", "content": "Answer with a JSON simulation plan."}, *_user(prompt)]
+    answer = ask_structured(model, messages, Plan, retries=2, max_tokens=96)
+    assert isinstance(answer.value, Plan) and answer.attempts == 1
 
 
 @pytest.mark.slow

@@ -31,7 +31,7 @@ from sciagent.workflows import prompts
 from sciagent.workflows.advisor import ModelAdvisor
 from sciagent.workflows.study_report import write_report
 from sciagent.workflows.study_schemas import Adjustment, StudyPlan
-from sciagent.workflows.study_state import ConditionState, StudyState, load_outcome
+from sciagent.workflows.study_state import ConditionState, StudyState
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +162,7 @@ class StabilityStudy:
         step = self.ctx.journal.start_step(self.state.run_id, "simulate", "run every condition")
         waiting = [c for c in self.state.conditions if c.status in ("pending", "running")]
         for condition in self.state.conditions:
-            if condition.status == "completed" and load_outcome(condition.workdir(self.ctx.run_dir)) is None:
+            if condition.status == "completed" and condition.stored_outcome(self.ctx.run_dir) is None:
                 waiting.append(condition)  # its files are gone: run it again
         if waiting and not self._approved(waiting, "start"):
             for condition in waiting:
@@ -219,6 +219,8 @@ class StabilityStudy:
             worker_lost, error = True, str(exc)
         except TaskError as exc:
             error = str(exc)
+        if outcome is not None:
+            condition.save_outcome(self.ctx.run_dir, outcome)
         self._journal_attempt(condition, outcome, error)
         action = next_action(outcome, worker_lost=worker_lost)
         error = error or (outcome.result.message if outcome else None)

@@ -16,7 +16,7 @@ from sciagent.report.render import render_report
 from sciagent.report.tables import HEADERS, condition_rows, display_cells, format_number
 from sciagent.workflows import prompts
 from sciagent.workflows.study_schemas import Interpretation
-from sciagent.workflows.study_state import StudyState, load_outcome
+from sciagent.workflows.study_state import StudyState
 
 if TYPE_CHECKING:
     from sciagent.workflows.md_stability import StudyContext
@@ -26,7 +26,7 @@ def build_record(state: StudyState, run_dir: Path) -> StudyRecord:
     """The report's records, with each condition's outcome read back from its work directory."""
     conditions = []
     for condition in state.conditions:
-        outcome = load_outcome(condition.workdir(run_dir)) if condition.status != "not run" else None
+        outcome = condition.stored_outcome(run_dir) if condition.status != "not run" else None
         status = condition.status if condition.status in ("completed", "failed", "not run") else "failed"
         conditions.append(
             ConditionRecord(

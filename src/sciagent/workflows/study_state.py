@@ -13,9 +13,7 @@ from pydantic import BaseModel
 
 from sciagent.agent.guardrails import FittedPlan
 from sciagent.report.models import Adaptation, GuardrailChange, Source
-from sciagent.science.analysis import Analysis
-from sciagent.science.md import MDResult
-from sciagent.science.outputs import RunFiles, write_text_atomic
+from sciagent.science.outputs import write_text_atomic
 from sciagent.science.simulate import SimulationOutcome
 from sciagent.science.spec import MDSpec
 from sciagent.workflows.study_schemas import StudyPlan
@@ -46,6 +44,18 @@ class ConditionState(BaseModel):
     def task_key(self) -> str:
         return f"{self.name}/run{self.lineage}/attempt{self.attempts}"
 
+    def outcome_path(self, run_dir: Path) -> Path:
+        """The latest outcome, kept locally: on a remote site the work directory is not on this disk."""
+        return run_dir / "conditions" / self.name / "outcome.json"
+
+    def save_outcome(self, run_dir: Path, outcome: SimulationOutcome) -> None:
+        self.outcome_path(run_dir).parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(self.outcome_path(run_dir), outcome.model_dump_json(indent=2))
+
+    def stored_outcome(self, run_dir: Path) -> SimulationOutcome | None:
+        path = self.outcome_path(run_dir)
+        return SimulationOutcome.model_validate_json(path.read_text()) if path.exists() else None
+
 
 class StudyState(BaseModel):
     """Everything needed to continue a study where it stopped."""
@@ -75,16 +85,3 @@ class StudyState(BaseModel):
 
     def add_phase_time(self, phase: str, seconds: float) -> None:
         self.phase_wall_times_s[phase] = self.phase_wall_times_s.get(phase, 0.0) + seconds
-
-
-def load_outcome(workdir: Path) -> SimulationOutcome | None:
-    """The outcome a finished task left in ``workdir`` (result.json and analysis.json), if any."""
-    files = RunFiles(workdir)
-    if not files.result.exists():
-        return None
-    result = MDResult.model_validate_json(files.result.read_text())
-    result.files = files.existing()
-    analysis = Analysis.model_validate_json(files.analysis.read_text()) if files.analysis.exists() else None
-    if analysis is not None:
-        result.files["analysis"] = str(files.analysis)
-    return SimulationOutcome(result=result, analysis=analysis)
