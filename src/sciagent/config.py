@@ -17,6 +17,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from sciagent.compute.sites import SiteConfig, overlay_builtin_sites
 from sciagent.llm.profiles import LLMProfile, overlay_builtin_profiles
 
 
@@ -30,6 +31,8 @@ class Settings(BaseSettings):
 
     ``llm`` holds the user's ``[llm.NAME]`` tables (added to, or laid over, the built-in profiles in
     ``sciagent.llm.profiles``); ``default_llm`` names the profile used when none is given.
+    ``sites`` holds the user's ``[sites.NAME]`` tables, laid over the built-in sites of
+    ``sciagent.compute.sites`` in the same way.
     """
 
     # hide_input_in_errors: a misplaced API key in a config table must not be echoed by a validation error.
@@ -39,12 +42,18 @@ class Settings(BaseSettings):
     log_level: str = "WARNING"
     llm: dict[str, LLMProfile] = Field(default_factory=dict)
     default_llm: str = "embedded"
+    sites: dict[str, SiteConfig] = Field(default_factory=dict)
 
     @field_validator("llm", mode="before")
     @classmethod
     def _over_builtin_profiles(cls, value: object) -> object:
         # A [llm.alcf] table with just `model = ...` overrides that field of the built-in profile.
         return overlay_builtin_profiles(value)
+
+    @field_validator("sites", mode="before")
+    @classmethod
+    def _over_builtin_sites(cls, value: object) -> object:
+        return overlay_builtin_sites(value)
 
     @classmethod
     def settings_customise_sources(
