@@ -204,3 +204,31 @@ def test_budget_too_small_for_the_probe_is_one_line_and_journalled(tmp_path: Pat
     status, error = _journal_rows(tmp_path, "SELECT status, error FROM runs")[0]
     assert status == "failed" and "too small" in error
     assert os.path.exists(tmp_path / "sciagent-runs")
+
+
+@pytest.mark.hpc
+def test_study_on_the_local_parsl_site(tmp_path: Path) -> None:
+    """The same study through Parsl's HighThroughputExecutor (LocalProvider) instead of the process pool."""
+    plan = {**BLOW_UP_PLAN, "timestep_fs": 2, "constraints": "hbonds", "hydrogen_mass_repartitioning": False,
+            "elevated_temperatures_k": [400]}  # fmt: skip
+    with OpenAIServer() as server:
+        server.script(text_reply(json.dumps(plan)), text_reply(json.dumps({"summary": "Both held."})))
+        completed = _run(
+            _workspace(tmp_path, server.base_url), "--site", "local-parsl", "--budget", "150s", "--json"
+        )
+    assert completed.returncode == 0, completed.stderr
+    summary = json.loads(completed.stdout)
+    results = _results(summary)
+    assert [c["status"] for c in results["record"]["conditions"]] == ["completed", "completed"]
+    assert _journal_rows(tmp_path, "SELECT DISTINCT executor FROM tasks") == [("local-parsl",)]
+    _assert_table_matches_the_files(results)
+    leftovers = [p for p in Path("/proc").glob("[0-9]*/cmdline") if b"process_worker_pool" in _read(p)
+                 and str(tmp_path).encode() in _read(p)]  # fmt: skip
+    assert leftovers == []
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return b""

@@ -16,9 +16,11 @@ from pydantic import ValidationError
 from sciagent import cli_study
 from sciagent.cli_common import EXIT_BAD_INPUT, EXIT_FAILED, fail, load_settings
 from sciagent.cli_llm import auth_app, llm_app
-from sciagent.console import md_progress, out_console
-from sciagent.errors import UserError
-from sciagent.science.simulate import simulate_and_analyze
+from sciagent.cli_sites import sites_app
+from sciagent.compute.sites import make_executor, resolve_site
+from sciagent.console import err_console, md_progress, out_console
+from sciagent.errors import SciagentError, UserError
+from sciagent.science.simulate import SimulationOutcome, simulate_and_analyze
 from sciagent.science.spec import MDSpec
 from sciagent.summaries import simulation_table, structures_tables
 
@@ -36,6 +38,7 @@ app.command()(cli_study.show)
 app.command()(cli_study.report)
 app.add_typer(llm_app, name="llm")
 app.add_typer(auth_app, name="auth")
+app.add_typer(sites_app, name="sites")
 
 # MDSpec field → the flag a user typed, so a validation error names what the user can change.
 _FLAG_FOR_FIELD = {
@@ -94,6 +97,9 @@ def simulate(
     out: Annotated[
         Path | None, typer.Option(help="work directory; an existing one with a checkpoint resumes")
     ] = None,
+    site: Annotated[
+        str | None, typer.Option(help="run it on this site (see `sciagent sites list`) instead of here")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print exactly one JSON object")] = False,
 ) -> None:
     """Run one molecular-dynamics simulation and analyse it."""
@@ -116,10 +122,15 @@ def simulate(
         out or load_settings().workspace / f"simulate-{_slug(structure)}-{time.strftime('%Y%m%d-%H%M%S')}"
     )
     try:
-        with md_progress(structure) as progress:
-            outcome = simulate_and_analyze(spec, workdir, progress)
+        if site:
+            outcome = _simulate_on_site(site, spec, workdir)
+        else:
+            with md_progress(structure) as progress:
+                outcome = simulate_and_analyze(spec, workdir, progress)
     except UserError as exc:
         fail(str(exc))
+    except SciagentError as exc:
+        fail(str(exc), EXIT_FAILED)
     setup_failed = outcome.result.failure_class == "setup"
     if as_json:
         typer.echo(json.dumps(outcome.model_dump(mode="json")))
@@ -127,6 +138,17 @@ def simulate(
         out_console.print(simulation_table(outcome))
     if not outcome.result.ok:
         fail(outcome.result.message, EXIT_BAD_INPUT if setup_failed else EXIT_FAILED)
+
+
+def _simulate_on_site(site: str, spec: MDSpec, workdir: Path) -> SimulationOutcome:
+    """Send the simulation to ``site``'s executor; the analysis comes back, the trajectory stays there."""
+    settings = load_settings()
+    platform = resolve_site(site, settings).platform
+    if spec.platform == "auto" and platform != "auto":
+        spec = spec.model_copy(update={"platform": platform})
+    err_console.print(f"submitting to site {site} ...", highlight=False)
+    with make_executor(site, settings, run_dir=Path(workdir) / "parsl") as executor:
+        return executor.result(executor.submit(simulate_and_analyze, spec, Path(workdir).resolve()))
 
 
 def _spec_or_exit(**fields: object) -> MDSpec:

@@ -16,7 +16,7 @@ from sciagent.cli_runs import runs_table, timeline_table
 from sciagent.config import Settings
 from sciagent.console import err_console, out_console
 from sciagent.durations import parse_duration
-from sciagent.errors import ModelError, UserError
+from sciagent.errors import SciagentError, UserError
 from sciagent.workflows.md_stability import DEFAULT_GOAL
 from sciagent.workflows.runner import JOURNAL_FILE, RunOptions, StudyRun, resume_study, start_study
 
@@ -34,7 +34,10 @@ def run(
     structure: Annotated[str | None, typer.Option("--structure", help="name, PDB id or file")] = None,
     protein: Annotated[str | None, typer.Option("--protein", help="same as --structure")] = None,
     llm: LlmOption = None,
-    executor: Annotated[str, typer.Option("--executor", help="where simulations run: local")] = "local",
+    site: Annotated[
+        str | None, typer.Option("--site", help="where simulations run (see `sciagent sites list`)")
+    ] = None,
+    executor: Annotated[str | None, typer.Option("--executor", help="same as --site")] = None,
     budget: BudgetOption = "5m",
     max_simulation_time: Annotated[
         float | None, typer.Option("--max-simulation-time", help="seconds per simulation at most")
@@ -45,7 +48,7 @@ def run(
 ) -> None:
     """Plan, run, adapt and report a molecular-dynamics stability study."""
     settings = _settings(workspace)
-    options = _options(llm, budget, approve, as_json, max_simulation_time, executor)
+    options = _options(llm, budget, approve, as_json, max_simulation_time, site or executor or "local")
     options.goal, options.structure = goal, structure or protein or "villin"
     _finish(lambda: start_study(options, settings), as_json)
 
@@ -53,6 +56,7 @@ def run(
 def resume(
     run_id: Annotated[str, typer.Argument(help="the run id (or a unique prefix), see `sciagent runs`")],
     llm: LlmOption = None,
+    site: Annotated[str | None, typer.Option("--site", help="default: the run's own site")] = None,
     budget: BudgetOption = "5m",
     approve: ApproveOption = False,
     workspace: WorkspaceOption = None,
@@ -60,7 +64,7 @@ def resume(
 ) -> None:
     """Continue an interrupted study: finished simulations are kept, interrupted ones resume."""
     settings = _settings(workspace)
-    options = _options(llm, budget, approve, as_json, None, "local")
+    options = _options(llm, budget, approve, as_json, None, site or "")
     _finish(lambda: resume_study(run_id, options, settings), as_json)
 
 
@@ -97,9 +101,7 @@ def report(
     run_dir = settings.workspace.resolve() / run_row.id
     results = run_dir / "results.json"
     if not results.exists():
-        fail(
-            f"run {run_row.id} has no results.json yet: finish it with `sciagent resume {run_row.id}`"
-        )
+        fail(f"run {run_row.id} has no results.json yet: finish it with `sciagent resume {run_row.id}`")
     files = render_report(load_record(results), run_dir)
     typer.echo(str(files.html))
 
@@ -122,7 +124,7 @@ def _options(
     approve: bool,
     as_json: bool,
     max_simulation_time: float | None,
-    executor: str,
+    site: str,
 ) -> RunOptions:
     try:
         budget_s = parse_duration(budget)
@@ -134,7 +136,7 @@ def _options(
         )
     return RunOptions(
         llm=llm,
-        executor=executor,
+        site=site,
         budget_s=budget_s,
         max_simulation_time_s=max_simulation_time,
         approve=(lambda question: typer.confirm(question, default=True)) if approve else None,
@@ -153,8 +155,10 @@ def _notify_json(phase: str, message: str) -> None:
 def _finish(work: Callable[[], StudyRun], as_json: bool) -> None:
     try:
         study = work()
-    except (UserError, ModelError) as exc:
+    except UserError as exc:
         fail(str(exc))
+    except SciagentError as exc:
+        fail(str(exc), EXIT_FAILED)
     except KeyboardInterrupt:
         fail("interrupted: `sciagent resume` continues the run", EXIT_FAILED)
     run_dir = study.run_dir

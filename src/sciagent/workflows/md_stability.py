@@ -13,7 +13,6 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 from sciagent.agent.guardrails import FittedPlan, Throughput, fit_to_budget, physical_checks
@@ -28,6 +27,7 @@ from sciagent.science.simulate import SimulationOutcome, simulate_and_analyze
 from sciagent.science.spec import MDSpec
 from sciagent.science.structures import resolve_structure
 from sciagent.workflows import prompts
+from sciagent.workflows.adjustments import fallback_adjustment, rescaled_for_timestep
 from sciagent.workflows.advisor import ModelAdvisor
 from sciagent.workflows.study_report import write_report
 from sciagent.workflows.study_schemas import Adjustment, StudyPlan
@@ -68,6 +68,13 @@ class StudyContext:
     approve: Callable[[str], bool] | None = None
     max_simulation_time_s: float | None = None
     limits: RetryLimits = DEFAULT_RETRY_LIMITS
+    remote_root: Path | None = None  # where simulations write on a remote site; None: the run directory
+    platform: str = "auto"  # the OpenMM platform the site's workers use
+
+    @property
+    def work_root(self) -> Path:
+        """The root of the simulations' work directories, as the executing machine sees it."""
+        return self.remote_root or self.run_dir
 
 
 class StabilityStudy:
@@ -107,7 +114,7 @@ class StabilityStudy:
         self.state.plan, self.state.plan_source = decision.value, decision.source
         self.state.guardrail_changes = changes
         self._save()
-        summary = f"plan from the {decision.source}: {_describe_plan(decision.value)}"
+        summary = f"plan from the {decision.source}: {decision.value.describe()}"
         self.ctx.journal.finish_step(step, "completed", summary, decision.value.model_dump(mode="json"))
         self.ctx.notify("plan", summary)
 
@@ -141,7 +148,7 @@ class StabilityStudy:
         spec = self._spec(plan.temperatures_k[0], safe, production_steps=PROBE_STEPS, report_interval=100)
         workers = min(self.ctx.executor.capacity, len(plan.temperatures_k) * plan.replicas)
         handles = [
-            self.ctx.executor.submit(run_md, spec, self.ctx.run_dir / f"probe{i}", task_id=f"probe{i}")
+            self.ctx.executor.submit(run_md, spec, self.ctx.work_root / f"probe{i}", task_id=f"probe{i}")
             for i in range(1, workers + 1)
         ]
         results = [self.ctx.executor.result(handle) for handle in handles]
@@ -168,10 +175,14 @@ class StabilityStudy:
             for condition in waiting:
                 self._finish(condition, "not run", "the user declined the batch")
             waiting = []
+        reattached = self._reattach([c for c in waiting if c.status == "running"])
         for condition in waiting:
-            self._submit(condition, resumed=condition.status == "running")
+            if condition not in reattached:
+                self._submit(condition, resumed=condition.status == "running")
         while self._handles:
-            for handle in self.ctx.executor.wait_any(list(self._handles), timeout=5.0):
+            finished = self.ctx.executor.wait_any(list(self._handles), timeout=5.0)
+            self._record_remote_ids()
+            for handle in finished:
                 self._collect(handle)
         done = sum(c.status == "completed" for c in self.state.conditions)
         self.ctx.journal.finish_step(step, "completed", f"{done} of {len(self.state.conditions)} completed")
@@ -201,7 +212,7 @@ class StabilityStudy:
         else:
             task_id = existing.id
         journal.update_task(task_id, status="running", attempts=(existing.attempts + 1) if existing else 1)
-        workdir = condition.workdir(self.ctx.run_dir)
+        workdir = condition.workdir(self.ctx.work_root)
         handle = self.ctx.executor.submit(
             simulate_and_analyze, condition.spec, workdir, task_id=condition.task_key, timeout_s=wall + 300
         )
@@ -209,6 +220,40 @@ class StabilityStudy:
         condition.status = "running"
         self._save()
         self.ctx.notify("simulate", f"{condition.task_key} started ({condition.temperature_k:g} K)")
+
+    def _reattach(self, running: list[ConditionState]) -> list[ConditionState]:
+        """On resume, pick up tasks still in flight on a remote site instead of sending them again."""
+        reattach = getattr(self.ctx.executor, "reattach", None)
+        if not (running and reattach and self.state.task_group_id):
+            return []
+        remote_ids = {}
+        for condition in running:
+            task = self.ctx.journal.find_task(self.state.run_id, condition.task_key)
+            if task and task.remote_id:
+                remote_ids[condition.task_key] = task.remote_id
+        by_key = {c.task_key: c for c in running}
+        picked = []
+        for handle in reattach(self.state.task_group_id, task_ids=remote_ids):
+            if handle.task_id in by_key:
+                self._handles[handle] = by_key[handle.task_id]
+                picked.append(by_key[handle.task_id])
+                self.ctx.notify("simulate", f"{handle.task_id} re-attached on {self.ctx.executor.name}")
+        return picked
+
+    def _record_remote_ids(self) -> None:
+        """Journal the remote site's ids as they become known, so a resume can re-attach."""
+        remote_task_id = getattr(self.ctx.executor, "remote_task_id", None)
+        group = getattr(self.ctx.executor, "task_group_id", None)
+        if remote_task_id is None:
+            return
+        if group and group != self.state.task_group_id:
+            self.state.task_group_id = group
+            self._save()
+        for handle, condition in self._handles.items():
+            task = self.ctx.journal.find_task(self.state.run_id, condition.task_key)
+            remote = remote_task_id(handle)
+            if task and remote and task.remote_id != remote:
+                self.ctx.journal.update_task(task.id, status=task.status, remote_id=remote)
 
     def _collect(self, handle: TaskHandle) -> None:
         condition = self._handles.pop(handle)
@@ -303,7 +348,9 @@ class StabilityStudy:
             condition, "instability", error, decision.source, changes, adjustment.rationale
         )
         affordable = int((self._remaining() - REPORT_RESERVE_S - 10.0) * (self.state.steps_per_s or 0))
-        condition.spec = condition.spec.model_copy(update=_rescaled(condition.spec, changes, affordable))
+        condition.spec = condition.spec.model_copy(
+            update=rescaled_for_timestep(condition.spec, changes, affordable)
+        )
         condition.lineage += 1
         self._resubmit(condition)
 
@@ -390,7 +437,7 @@ class StabilityStudy:
             hydrogen_mass_amu=hmr,
             constraints=plan.constraints,
             solvent=plan.solvent,
-            platform="auto",
+            platform=self.ctx.platform,
             cpu_threads=threads,
             minimize_max_iterations=500,
             **fields,
@@ -425,57 +472,3 @@ class StabilityStudy:
 
     def _save(self) -> None:
         self.state.save(self.state_path)
-
-
-def fallback_adjustment(spec: MDSpec) -> Adjustment:
-    """The documented fix when the model gives none: halve the timestep, constrain H bonds, minimise."""
-    halved = max(0.5, spec.timestep_fs / 2)
-    timestep = 0.5 if halved < 1 else (1 if halved < 2 else 2)
-    return Adjustment(
-        timestep_fs=timestep,
-        constraints="hbonds",
-        minimize=True,
-        rationale="fallback: halve the timestep, constrain bonds to hydrogen, minimise first",
-    )
-
-
-def _rescaled(spec: MDSpec, changes: dict, affordable_steps: int) -> dict:
-    """Apply a timestep change, keeping the simulated time if the budget affords the extra steps.
-
-    Otherwise the step count stays (the run costs what it did) and the run simulates less time; the
-    results table shows the ns actually simulated either way.
-    """
-    factor = max(1.0, spec.timestep_fs / changes["timestep_fs"])
-    if spec.total_steps * factor > affordable_steps:
-        factor = 1.0
-    interval = max(1, round(spec.report_interval * factor))
-    return {
-        **changes,
-        "production_steps": max(interval, round(spec.production_steps * factor) // interval * interval),
-        "equilibration_steps": round(spec.equilibration_steps * factor),
-        "report_interval": interval,
-        "checkpoint_interval": max(interval, round(spec.checkpoint_interval * factor)),
-    }
-
-
-def _describe_plan(plan: StudyPlan) -> str:
-    temperatures = ", ".join(f"{t:g} K" for t in plan.temperatures_k)
-    return (
-        f"{temperatures} x {plan.replicas} replica(s), {plan.timestep_fs} fs"
-        f"{' with HMR' if plan.hydrogen_mass_repartitioning else ''}, {plan.constraints} constraints, "
-        f"{plan.production_ps:g} ps, {plan.solvent}"
-    )
-
-
-def new_state(
-    run_id: str, goal: str, structure: str, llm_profile: str, model_id: str, budget_s: float
-) -> StudyState:
-    return StudyState(
-        run_id=run_id,
-        goal=goal,
-        structure=structure,
-        llm_profile=llm_profile,
-        model_id=model_id,
-        budget_s=budget_s,
-        started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    )

@@ -11,13 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sciagent.agent.journal import Journal
-from sciagent.compute.local import LocalExecutor
+from sciagent.compute.sites import make_executor, resolve_site
 from sciagent.config import Settings
-from sciagent.errors import ModelError, UserError
+from sciagent.errors import SciagentError, UserError
 from sciagent.llm.profiles import make_model, resolve_profile
 from sciagent.workflows.advisor import ModelAdvisor
-from sciagent.workflows.md_stability import DEFAULT_GOAL, Notify, StabilityStudy, StudyContext, new_state
-from sciagent.workflows.study_state import StudyState
+from sciagent.workflows.md_stability import DEFAULT_GOAL, Notify, StabilityStudy, StudyContext
+from sciagent.workflows.study_state import StudyState, new_state
 
 JOURNAL_FILE = "journal.sqlite"
 
@@ -29,7 +29,7 @@ class RunOptions:
     goal: str = DEFAULT_GOAL
     structure: str = "villin"
     llm: str | None = None
-    executor: str = "local"
+    site: str = "local"
     budget_s: float = 300.0
     max_simulation_time_s: float | None = None
     approve: Callable[[str], bool] | None = None
@@ -54,7 +54,7 @@ def start_study(options: RunOptions, settings: Settings) -> StudyRun:
             "goal": options.goal,
             "structure": options.structure,
             "llm": options.llm,
-            "executor": options.executor,
+            "site": options.site,
             "budget_s": options.budget_s,
             "max_simulation_time_s": options.max_simulation_time_s,
         }
@@ -73,6 +73,7 @@ def resume_study(run_id: str, options: RunOptions, settings: Settings) -> StudyR
             raise UserError(f"run {run.id} has no saved state in {run_dir}: it cannot be resumed")
         state = StudyState.load(state_path)
         options.llm = options.llm or state.llm_profile
+        options.site = options.site or run.config.get("site", "local")
         journal.set_run_status(run.id, "running")
         journal.add_event(run.id, "info", "resumed")
         return _carry(journal, run.id, run_dir, options, settings, state=state)
@@ -86,10 +87,9 @@ def _carry(
     settings: Settings,
     state: StudyState | None,
 ) -> StudyRun:
-    if options.executor != "local":
-        raise UserError(f"unknown --executor {options.executor!r}: use local")
-    executor = LocalExecutor()
+    executor = None
     try:
+        site = resolve_site(options.site, settings)
         profile_name, _ = resolve_profile(options.llm, settings)
         model = make_model(profile_name, settings)
         if state is None:
@@ -98,6 +98,7 @@ def _carry(
             )
         else:
             state.budget_s = options.budget_s
+        executor = make_executor(options.site, settings, run_dir=run_dir / "parsl")
         context = StudyContext(
             journal=journal,
             advisor=ModelAdvisor(model, journal, run_id),
@@ -106,9 +107,11 @@ def _carry(
             notify=options.notify,
             approve=options.approve,
             max_simulation_time_s=options.max_simulation_time_s,
+            remote_root=Path(site.remote_workdir) / run_id if site.remote_workdir else None,
+            platform=site.platform,
         )
         StabilityStudy(state, context).run()
-    except (UserError, ModelError) as exc:
+    except SciagentError as exc:
         journal.add_event(run_id, "error", str(exc))
         journal.set_run_status(run_id, "failed", error=str(exc))
         raise
@@ -117,7 +120,8 @@ def _carry(
         journal.set_run_status(run_id, "interrupted", error="interrupted")
         raise
     finally:
-        executor.shutdown(cancel=True)
+        if executor is not None:
+            executor.shutdown(cancel=True)
     failed = [c.name for c in state.conditions if c.status != "completed"]
     journal.set_run_status(
         run_id, "completed", error=f"not completed: {', '.join(failed)}" if failed else None

@@ -36,6 +36,15 @@ class StudyPlan(BaseModel):
         """Every temperature of the study, lowest first, each once."""
         return sorted({float(self.reference_temperature_k), *map(float, self.elevated_temperatures_k)})
 
+    def describe(self) -> str:
+        """One line for people: temperatures, replicas, integration and length."""
+        temperatures = ", ".join(f"{t:g} K" for t in self.temperatures_k)
+        hmr = " with HMR" if self.hydrogen_mass_repartitioning else ""
+        return (
+            f"{temperatures} x {self.replicas} replica(s), {self.timestep_fs} fs{hmr}, {self.constraints} "
+            f"constraints, {self.production_ps:g} ps, {self.solvent}"
+        )
+
 
 class Adjustment(BaseModel):
     """The model's fix for a simulation that blew up."""

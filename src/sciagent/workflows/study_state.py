@@ -6,6 +6,7 @@ condition is doing). Writes are atomic, so a crash leaves the last consistent st
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 
@@ -75,6 +76,7 @@ class StudyState(BaseModel):
     conditions: list[ConditionState] = []
     adaptations: list[Adaptation] = []
     phase_wall_times_s: dict[str, float] = {}
+    task_group_id: str | None = None  # a remote site's group of tasks, to re-attach on resume
 
     def save(self, path: Path) -> None:
         write_text_atomic(path, self.model_dump_json(indent=2))
@@ -85,3 +87,17 @@ class StudyState(BaseModel):
 
     def add_phase_time(self, phase: str, seconds: float) -> None:
         self.phase_wall_times_s[phase] = self.phase_wall_times_s.get(phase, 0.0) + seconds
+
+
+def new_state(
+    run_id: str, goal: str, structure: str, llm_profile: str, model_id: str, budget_s: float
+) -> StudyState:
+    return StudyState(
+        run_id=run_id,
+        goal=goal,
+        structure=structure,
+        llm_profile=llm_profile,
+        model_id=model_id,
+        budget_s=budget_s,
+        started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
