@@ -144,14 +144,18 @@ def test_unavailable_platform_fails_as_setup(workdir: Path) -> None:
 
 @pytest.mark.slow
 def test_20_ps_at_300_k_holds_the_target_temperature(workdir: Path) -> None:
+    # 4 fs with hydrogen mass repartitioning: the same 20 ps in half the steps of 2 fs.
     spec = MDSpec(
         structure="villin",
-        equilibration_steps=2500,
-        production_steps=10_000,
-        report_interval=100,
+        timestep_fs=4,
+        hydrogen_mass_amu=3.0,
+        equilibration_steps=1250,
+        production_steps=5000,
+        report_interval=50,
         platform="CPU",
         temperature_k=300,
     )
+    assert spec.production_steps * spec.timestep_fs / 1000 == 20.0
     result = run_md(spec, workdir)
     assert result.ok, result.message
     production = [

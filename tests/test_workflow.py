@@ -30,7 +30,7 @@ BLOW_UP_PLAN = {
     "timestep_fs": 4,
     "hydrogen_mass_repartitioning": True,
     "constraints": "none",  # 4 fs with free bonds to hydrogen: blows up within a few hundred steps
-    "production_ps": 4,
+    "production_ps": 2,
     "solvent": "implicit",
     "rationale": "High temperature probes unfolding; 4 fs with HMR keeps it cheap.",
 }
@@ -101,11 +101,42 @@ def test_garbage_answers_use_the_fallbacks_and_the_study_completes(tmp_path: Pat
     report = Path(json.loads(completed.stdout)["report_md"]).read_text()
     assert "fallback" in report.lower()
     _assert_table_matches_the_files(results)
+    _check_the_run_commands(tmp_path, json.loads(completed.stdout))
+
+
+def _check_the_run_commands(cwd: Path, summary: dict) -> None:
+    """`sciagent runs`, `show` and `report` read what the study left."""
+    run_id = summary["run_id"]
+
+    def sciagent(*args: str) -> str:
+        completed = subprocess.run([sys.executable, "-m", "sciagent", *args], cwd=cwd, capture_output=True,
+                                   text=True, timeout=120)  # fmt: skip
+        assert completed.returncode == 0, completed.stderr
+        return completed.stdout
+
+    assert run_id in sciagent("runs")
+    timeline = sciagent("show", run_id[:15])  # a unique prefix is enough
+    for text in ("plan", "probe", "simulate", "report", "fallback"):
+        assert text in timeline
+    results = Path(summary["results_json"])
+    before = results.read_text()
+    results.with_name("report.html").unlink()
+    assert sciagent("report", run_id).strip().endswith("report.html")
+    assert results.with_name("report.html").exists() and results.read_text() == before
+
+
+def test_approve_without_a_terminal_refuses_to_wait(tmp_path: Path) -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "sciagent", "run", "--approve"], cwd=tmp_path, capture_output=True, text=True,
+        stdin=subprocess.DEVNULL, timeout=120,
+    )  # fmt: skip
+    assert completed.returncode == 2
+    assert "no terminal" in completed.stderr and len(completed.stderr.strip().splitlines()) == 1
 
 
 def test_killed_run_resumes_without_rerunning_finished_simulations(tmp_path: Path) -> None:
     plan = {**BLOW_UP_PLAN, "elevated_temperatures_k": [320, 340], "timestep_fs": 2, "constraints": "hbonds",
-            "hydrogen_mass_repartitioning": False, "production_ps": 4}  # fmt: skip
+            "hydrogen_mass_repartitioning": False}  # fmt: skip
     with OpenAIServer() as server:
         server.script(text_reply(json.dumps(plan)), text_reply(json.dumps({"summary": "All three held."})))
         cwd = _workspace(tmp_path, server.base_url)
