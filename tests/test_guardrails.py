@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sciagent.agent.guardrails import Limits, Throughput, fit_to_budget, physical_checks
+from sciagent.agent.guardrails import Limits, Throughput, cheaper_plan, fit_to_budget, physical_checks
 from sciagent.agent.policy import Action, RetryLimits, next_action
 from sciagent.errors import UserError
 from sciagent.science.md import MDResult
@@ -77,6 +77,16 @@ def test_runs_are_dropped_when_even_minimal_runs_do_not_fit() -> None:
 def test_a_budget_that_fits_nothing_is_a_clear_error() -> None:
     with pytest.raises(UserError, match="--budget"):
         fit_to_budget(_plan(), budget_s=5, throughput=FAST)
+
+
+def test_cheaper_plans_come_one_step_at_a_time_then_run_out() -> None:
+    plan = _plan(solvent="explicit", timestep_fs=1)
+    steps = []
+    while (cheaper := cheaper_plan(plan, "too slow")) is not None:
+        plan, change = cheaper
+        steps.append((change.field, change.applied))
+    assert steps == [("solvent", "implicit"), ("timestep_fs", 2)]
+    assert plan.temperatures_k == [300, 400]
 
 
 def _outcome(status: str, failure_class: str | None = None) -> SimulationOutcome:

@@ -7,6 +7,8 @@ report can show what was changed and why. The rules:
   ``max_conditions`` runs;
 - a timestep above 2 fs needs hydrogen mass repartitioning (HMR), else it is lowered to 2 fs;
 - a production shorter than ``min_production_ps`` is lengthened to it;
+- a plan too expensive for even one minimal run gets cheaper, one step at a time (``cheaper_plan``):
+  explicit solvent becomes implicit, then a 1 fs timestep becomes 2 fs (bonds to H constrained);
 - the production length is cut so that every run, in as many waves as the workers need, finishes
   within the budget at the measured speed; if even ``min_production_ps`` does not fit, replicas and
   then the highest temperatures are dropped; if one short run does not fit, the study cannot run.
@@ -221,3 +223,14 @@ def _runs_change(plan: StudyPlan, temperatures: list, replicas: int, reason: str
         applied={"temperatures_k": list(temperatures), "replicas": replicas},
         reason=reason,
     )
+
+
+def cheaper_plan(plan: StudyPlan, why: str) -> tuple[StudyPlan, GuardrailChange] | None:
+    """The next cheaper variant of ``plan`` (same temperatures), or None when there is none left."""
+    if plan.solvent == "explicit":
+        change = GuardrailChange(field="solvent", proposed="explicit", applied="implicit", reason=why)
+        return plan.model_copy(update={"solvent": "implicit"}), change
+    if plan.timestep_fs == 1 and plan.constraints == "hbonds":
+        change = GuardrailChange(field="timestep_fs", proposed=1, applied=2, reason=why)
+        return plan.model_copy(update={"timestep_fs": 2}), change
+    return None

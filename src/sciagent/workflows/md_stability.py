@@ -15,13 +15,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from sciagent.agent.guardrails import FittedPlan, Throughput, fit_to_budget, physical_checks
+from sciagent.agent.guardrails import FittedPlan, Throughput, cheaper_plan, fit_to_budget, physical_checks
 from sciagent.agent.journal import Journal
 from sciagent.agent.policy import DEFAULT_RETRY_LIMITS, Action, RetryLimits, next_action
 from sciagent.compute.base import Executor, TaskHandle
 from sciagent.compute.errors import TaskError, WorkerLost
 from sciagent.errors import UserError
-from sciagent.report.models import Adaptation
+from sciagent.report.models import Adaptation, GuardrailChange
 from sciagent.science.md import run_md
 from sciagent.science.simulate import SimulationOutcome, simulate_and_analyze
 from sciagent.science.spec import MDSpec
@@ -121,11 +121,8 @@ class StabilityStudy:
     def _probe_and_fit(self) -> None:
         assert self.state.plan is not None
         plan, _ = physical_checks(self.state.plan)
-        self._check_budget_covers_the_probe()
         step = self.ctx.journal.start_step(self.state.run_id, "probe", f"{PROBE_STEPS}-step throughput probe")
-        self.state.steps_per_s = self._measure_throughput(plan, step)
-        throughput = Throughput(self.state.steps_per_s, self.ctx.executor.capacity, plan.solvent)
-        fitted, changes = fit_to_budget(plan, self._remaining() - REPORT_RESERVE_S, throughput)
+        fitted, changes = self._fit(plan, step)
         self.state.fitted = fitted
         self.state.guardrail_changes += changes
         self.state.conditions = [self._condition(t, r, fitted) for t, r in fitted.conditions]
@@ -140,6 +137,32 @@ class StabilityStudy:
                 self.state.run_id, "info", f"guardrail: {change.field}: {change.reason}"
             )
         self.ctx.notify("guardrails", summary)
+
+    def _fit(self, plan: StudyPlan, step: int) -> tuple[FittedPlan, list[GuardrailChange]]:
+        """Probe and fit; when even one minimal run does not fit, make the plan cheaper and try again."""
+        measured_solvent = None
+        while True:
+            if plan.solvent != measured_solvent:
+                self._check_budget_covers_the_probe()
+                self.state.steps_per_s = self._measure_throughput(plan, step)
+                measured_solvent = plan.solvent
+            throughput = Throughput(self.state.steps_per_s or 0.0, self.ctx.executor.capacity, plan.solvent)
+            try:
+                return fit_to_budget(plan, self._remaining() - REPORT_RESERVE_S, throughput)
+            except UserError as exc:
+                why = (
+                    f"{plan.solvent} solvent at {plan.timestep_fs} fs cannot fit one minimal run in the "
+                    f"{self._remaining() - REPORT_RESERVE_S:.0f} s left at {throughput.steps_per_s:.0f} steps/s"
+                )
+                cheaper = cheaper_plan(plan, why)
+                if cheaper is None:
+                    self.ctx.journal.finish_step(step, "failed", str(exc))
+                    raise
+                plan, change = cheaper
+                self.state.guardrail_changes.append(change)
+                self.ctx.notify(
+                    "guardrails", f"{change.field}: {change.proposed} → {change.applied} to fit the budget"
+                )
 
     def _measure_throughput(self, plan: StudyPlan, step: int) -> float:
         """Steps/s of one run while every worker is busy, as the real runs will be (the slowest probe)."""
