@@ -150,9 +150,10 @@ class StabilityStudy:
             try:
                 return fit_to_budget(plan, self._remaining() - REPORT_RESERVE_S, throughput)
             except UserError as exc:
+                left = self._remaining() - REPORT_RESERVE_S
                 why = (
                     f"{plan.solvent} solvent at {plan.timestep_fs} fs cannot fit one minimal run in the "
-                    f"{self._remaining() - REPORT_RESERVE_S:.0f} s left at {throughput.steps_per_s:.0f} steps/s"
+                    f"{left:.0f} s left at {throughput.steps_per_s:.0f} steps/s"
                 )
                 cheaper = cheaper_plan(plan, why)
                 if cheaper is None:
