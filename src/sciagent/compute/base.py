@@ -8,7 +8,9 @@ come back as the errors in ``sciagent.compute.errors``; retrying them is the wor
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import pickle
+import uuid
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from types import TracebackType
@@ -111,3 +113,31 @@ class Executor(Protocol):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None: ...
+
+
+def pickle_call(
+    fn: Callable[..., Any], args: tuple, kwargs: dict, timeout_s: float | None, where: str
+) -> bytes:
+    """Check a submission the way every executor must, and pickle it for the worker.
+
+    Raises:
+        ValueError: ``timeout_s`` is not positive.
+        TypeError: the function or its arguments cannot be pickled (``where`` names the worker).
+    """
+    if timeout_s is not None and not timeout_s > 0:
+        raise ValueError(f"timeout_s must be positive seconds or None, got {timeout_s}")
+    try:
+        return pickle.dumps((fn, args, kwargs))
+    except Exception as exc:
+        raise TypeError(
+            f"cannot send {getattr(fn, '__qualname__', fn)!r} to {where}: {exc}; use a "
+            "module-level function and picklable arguments"
+        ) from exc
+
+
+def claim_task_id(task_id: str | None, known: Mapping[str, object], executor: str) -> str:
+    """``task_id``, or a fresh one; a duplicate is refused. Call it under the executor's lock."""
+    task_id = uuid.uuid4().hex if task_id is None else task_id
+    if task_id in known:
+        raise ValueError(f"task id {task_id!r} is already used in executor {executor}")
+    return task_id

@@ -24,11 +24,9 @@ import contextlib
 import logging
 import multiprocessing
 import os
-import pickle
 import signal
 import threading
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent import futures
@@ -38,7 +36,7 @@ from types import TracebackType
 from typing import Any
 
 from sciagent.compute._process import GRACE_S, THREAD_VARIABLES, TaskProcess, signal_group
-from sciagent.compute.base import TaskHandle, TaskState, final_state
+from sciagent.compute.base import TaskHandle, TaskState, claim_task_id, final_state, pickle_call
 from sciagent.compute.errors import TaskCancelled, TaskError, WorkerLost
 
 __all__ = ["GRACE_S", "THREAD_VARIABLES", "LocalExecutor"]
@@ -132,21 +130,11 @@ class LocalExecutor:
             ValueError: a duplicate ``task_id`` or a ``timeout_s`` that is not positive.
             RuntimeError: the executor is shut down.
         """
-        if timeout_s is not None and not timeout_s > 0:
-            raise ValueError(f"timeout_s must be positive seconds or None, got {timeout_s}")
-        try:
-            payload = pickle.dumps((fn, args, kwargs))
-        except Exception as exc:
-            raise TypeError(
-                f"cannot send {getattr(fn, '__qualname__', fn)!r} to a worker process: {exc}; use a "
-                "module-level function and picklable arguments"
-            ) from exc
+        payload = pickle_call(fn, args, kwargs, timeout_s, "a worker process")
         with self._lock:
             if self._closing:
                 raise RuntimeError(f"executor {self.name} is shut down: cannot submit")
-            task_id = uuid.uuid4().hex if task_id is None else task_id
-            if task_id in self._tasks:
-                raise ValueError(f"task id {task_id!r} is already used in executor {self.name}")
+            task_id = claim_task_id(task_id, self._tasks, self.name)
             task = _Task(task_id, payload, timeout_s)
             self._tasks[task_id] = task
             self._queue.append(task)
