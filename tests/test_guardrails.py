@@ -116,3 +116,11 @@ def test_next_action_by_failure_class(
 def test_backoff_grows_and_is_capped() -> None:
     limits = RetryLimits(backoff_base_s=2, backoff_max_s=5)
     assert [limits.backoff_s(n) for n in (1, 2, 3)] == [2, 4, 5]
+
+
+def test_a_measured_setup_overhead_shortens_the_runs_that_fit() -> None:
+    quick_setup = fit_to_budget(_plan(production_ps=1000), budget_s=300, throughput=FAST)[0]
+    slow_setup = Throughput(steps_per_s=100.0, workers=2, solvent="explicit", overhead_s=60.0)
+    fitted = fit_to_budget(_plan(production_ps=1000), budget_s=300, throughput=slow_setup)[0]
+    assert fitted.production_steps < quick_setup.production_steps
+    assert fitted.estimated_wall_s <= 300

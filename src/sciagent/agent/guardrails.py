@@ -39,7 +39,7 @@ class Limits:
     min_equilibration_ps: float = 2.0  # ...but at least this: Langevin at 1/ps needs ~2 ps to reach T
     frames_per_run: int = 100  # trajectory frames aimed for in each run
     budget_safety: float = 0.85  # use this fraction of the time left, the rest absorbs noise
-    task_overhead_s: float = 8.0  # starting a worker, preparing and minimising, per run
+    task_overhead_s: float = 8.0  # per run, at least: worker start, preparation, minimisation
 
 
 DEFAULT_LIMITS = Limits()
@@ -47,11 +47,13 @@ DEFAULT_LIMITS = Limits()
 
 @dataclass(frozen=True)
 class Throughput:
-    """Measured speed: steps per second for one run on one worker, and how many workers run at once."""
+    """Measured speed: steps per second for one run on one worker, how many workers run at once, and
+    the seconds each run spends before its first step (worker start, preparation, minimisation)."""
 
     steps_per_s: float
     workers: int
     solvent: str
+    overhead_s: float = 0.0
 
 
 class FittedPlan(BaseModel):
@@ -201,12 +203,14 @@ def _waves(runs: int, workers: int) -> int:
 
 
 def _affordable_steps(budget_s: float, runs: int, throughput: Throughput, limits: Limits) -> int:
-    per_run_s = budget_s * limits.budget_safety / _waves(runs, throughput.workers) - limits.task_overhead_s
+    overhead = max(limits.task_overhead_s, throughput.overhead_s)
+    per_run_s = budget_s * limits.budget_safety / _waves(runs, throughput.workers) - overhead
     return max(0, int(per_run_s * throughput.steps_per_s))
 
 
 def _wall_s(steps: int, runs: int, throughput: Throughput, limits: Limits) -> float:
-    return _waves(runs, throughput.workers) * (steps / throughput.steps_per_s + limits.task_overhead_s)
+    overhead = max(limits.task_overhead_s, throughput.overhead_s)
+    return _waves(runs, throughput.workers) * (steps / throughput.steps_per_s + overhead)
 
 
 def _drop_one(replicas: int, temperatures: list) -> tuple[int, list]:

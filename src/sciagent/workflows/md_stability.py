@@ -146,7 +146,12 @@ class StabilityStudy:
                 self._check_budget_covers_the_probe()
                 self.state.steps_per_s = self._measure_throughput(plan, step)
                 measured_solvent = plan.solvent
-            throughput = Throughput(self.state.steps_per_s or 0.0, self.ctx.executor.capacity, plan.solvent)
+            throughput = Throughput(
+                self.state.steps_per_s or 0.0,
+                self.ctx.executor.capacity,
+                plan.solvent,
+                self.state.run_overhead_s,
+            )
             try:
                 return fit_to_budget(plan, self._remaining() - REPORT_RESERVE_S, throughput)
             except UserError as exc:
@@ -180,7 +185,10 @@ class StabilityStudy:
         if failed is not None:
             self.ctx.journal.finish_step(step, "failed", failed.message)
             raise UserError(f"the throughput probe failed ({failed.failure_class}): {failed.message}")
-        return min(r.ns_per_day for r in results) / (spec.timestep_fs * 1e-6 * 86400)
+        steps_per_s = min(r.ns_per_day for r in results) / (spec.timestep_fs * 1e-6 * 86400)
+        # What each run spends before stepping (solvating and minimising 9,000 atoms takes tens of seconds).
+        self.state.run_overhead_s = max(r.wall_time_s - PROBE_STEPS / steps_per_s for r in results)
+        return steps_per_s
 
     def _check_budget_covers_the_probe(self) -> None:
         if self._remaining() < PROBE_COST_S + REPORT_RESERVE_S:

@@ -72,6 +72,7 @@ class StudyState(BaseModel):
     plan_source: Source | None = None
     guardrail_changes: list[GuardrailChange] = []
     steps_per_s: float | None = None
+    run_overhead_s: float = 0.0  # measured by the probe: a run's time before its first step
     fitted: FittedPlan | None = None
     conditions: list[ConditionState] = []
     adaptations: list[Adaptation] = []
