@@ -29,6 +29,7 @@ from sciagent.science.structures import resolve_structure
 from sciagent.workflows import prompts
 from sciagent.workflows.adjustments import fallback_adjustment, rescaled_for_timestep
 from sciagent.workflows.advisor import ModelAdvisor
+from sciagent.workflows.remote_tasks import reattach_remote_tasks, record_remote_ids
 from sciagent.workflows.study_report import write_report
 from sciagent.workflows.study_schemas import Adjustment, StudyPlan
 from sciagent.workflows.study_state import ConditionState, StudyState
@@ -207,9 +208,10 @@ class StabilityStudy:
             for condition in waiting:
                 self._finish(condition, "not run", "the user declined the batch")
             waiting = []
-        reattached = self._reattach([c for c in waiting if c.status == "running"])
+        settled = self._settle_finished_attempts([c for c in waiting if c.status == "running"])
+        reattached = self._reattach([c for c in waiting if c.status == "running" and c not in settled])
         for condition in waiting:
-            if condition not in reattached:
+            if condition not in reattached and condition not in settled:
                 self._submit(condition, resumed=condition.status == "running")
         while self._handles:
             finished = self.ctx.executor.wait_any(list(self._handles), timeout=5.0)
@@ -254,38 +256,15 @@ class StabilityStudy:
         self.ctx.notify("simulate", f"{condition.task_key} started ({condition.temperature_k:g} K)")
 
     def _reattach(self, running: list[ConditionState]) -> list[ConditionState]:
-        """On resume, pick up tasks still in flight on a remote site instead of sending them again."""
-        reattach = getattr(self.ctx.executor, "reattach", None)
-        if not (running and reattach and self.state.task_group_id):
-            return []
-        remote_ids = {}
-        for condition in running:
-            task = self.ctx.journal.find_task(self.state.run_id, condition.task_key)
-            if task and task.remote_id:
-                remote_ids[condition.task_key] = task.remote_id
-        by_key = {c.task_key: c for c in running}
-        picked = []
-        for handle in reattach(self.state.task_group_id, task_ids=remote_ids):
-            if handle.task_id in by_key:
-                self._handles[handle] = by_key[handle.task_id]
-                picked.append(by_key[handle.task_id])
-                self.ctx.notify("simulate", f"{handle.task_id} re-attached on {self.ctx.executor.name}")
-        return picked
+        picked = reattach_remote_tasks(self.ctx.executor, self.ctx.journal, self.state, running)
+        for handle, condition in picked.items():
+            self._handles[handle] = condition
+            self.ctx.notify("simulate", f"{handle.task_id} re-attached on {self.ctx.executor.name}")
+        return list(picked.values())
 
     def _record_remote_ids(self) -> None:
-        """Journal the remote site's ids as they become known, so a resume can re-attach."""
-        remote_task_id = getattr(self.ctx.executor, "remote_task_id", None)
-        group = getattr(self.ctx.executor, "task_group_id", None)
-        if remote_task_id is None:
-            return
-        if group and group != self.state.task_group_id:
-            self.state.task_group_id = group
+        if record_remote_ids(self.ctx.executor, self.ctx.journal, self.state, self._handles):
             self._save()
-        for handle, condition in self._handles.items():
-            task = self.ctx.journal.find_task(self.state.run_id, condition.task_key)
-            remote = remote_task_id(handle)
-            if task and remote and task.remote_id != remote:
-                self.ctx.journal.update_task(task.id, status=task.status, remote_id=remote)
 
     def _collect(self, handle: TaskHandle) -> None:
         condition = self._handles.pop(handle)
@@ -299,6 +278,30 @@ class StabilityStudy:
         if outcome is not None:
             condition.save_outcome(self.ctx.run_dir, outcome)
         self._journal_attempt(condition, outcome, error)
+        self._decide(condition, outcome, worker_lost, error)
+
+    def _settle_finished_attempts(self, running: list[ConditionState]) -> list[ConditionState]:
+        """On resume: an attempt the journal saw finish (its outcome kept) is decided on, not run again.
+
+        A run killed between journalling a result and saving the study state leaves such a condition.
+        """
+        settled = []
+        for condition in running:
+            task = self.ctx.journal.find_task(self.state.run_id, condition.task_key)
+            outcome = condition.stored_outcome(self.ctx.run_dir)
+            if task is not None and task.status in ("completed", "failed") and outcome is not None:
+                settled.append(condition)
+                self._decide(condition, outcome, worker_lost=False, error=None)
+        return settled
+
+    def _decide(
+        self,
+        condition: ConditionState,
+        outcome: SimulationOutcome | None,
+        worker_lost: bool,
+        error: str | None,
+    ) -> None:
+        """Apply the retry policy to one attempt's result."""
         action = next_action(outcome, worker_lost=worker_lost)
         error = error or (outcome.result.message if outcome else None)
         {
