@@ -282,19 +282,14 @@ def test_make_executor_builds_local_and_globus_executors(tmp_path, monkeypatch) 
 
 
 @pytest.mark.hpc
-def test_md_runs_through_a_pbspro_site_and_the_job_script_asks_for_the_site(tmp_path, monkeypatch) -> None:
+def test_md_runs_through_a_pbspro_site_and_the_job_script_asks_for_the_site(
+    tmp_path, monkeypatch, quick_spec_fields
+) -> None:
     monkeypatch.setenv("PATH", f"{SHIM}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("PBS_SHIM_DIR", str(tmp_path / "pbs"))
     cache = os.environ["SCIAGENT_CACHE_DIR"]
     settings = settings_from(tmp_path, monkeypatch, FAKEPBS.format(bin=BIN, cache=cache))
-    spec = MDSpec(
-        structure="villin",
-        production_steps=200,
-        report_interval=50,
-        checkpoint_interval=100,
-        platform="CPU",
-        minimize_max_iterations=200,
-    )
+    spec = MDSpec(**quick_spec_fields)
     with make_executor("fakepbs", settings, run_dir=tmp_path / "parsl") as executor:
         result = executor.result(executor.submit(run_md, spec, tmp_path / "md"), timeout=300)
     assert result.ok, result.message

@@ -132,17 +132,10 @@ def _wait_until_idle(root: Path, env: dict[str, str]) -> None:
     raise RuntimeError(f"the test Slurm did not become idle within 60 s:\n{logs}")
 
 
-def test_md_runs_through_a_slurm_site(slurm_cluster, tmp_path, monkeypatch) -> None:
+def test_md_runs_through_a_slurm_site(slurm_cluster, tmp_path, monkeypatch, quick_spec_fields) -> None:
     monkeypatch.setenv("SLURM_CONF", slurm_cluster["SLURM_CONF"])
     settings = Settings(sites={"slurm": {"partition": PARTITION, "walltime": "00:10:00"}})
-    spec = MDSpec(
-        structure="villin",
-        production_steps=200,
-        report_interval=50,
-        checkpoint_interval=100,
-        platform="CPU",
-        minimize_max_iterations=200,
-    )
+    spec = MDSpec(**quick_spec_fields)
     with make_executor("slurm", settings, run_dir=tmp_path / "parsl") as executor:
         result = executor.result(executor.submit(run_md, spec, tmp_path / "md"), timeout=240)
     assert result.ok, result.message

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from sciagent.errors import ConfigError, SciagentError
+from sciagent.overlay import overlay_builtins
 from sciagent.science.spec import PlatformName
 
 if TYPE_CHECKING:  # config.py imports this module; a runtime import back would be a cycle
@@ -243,15 +244,7 @@ def overlay_builtin_sites(tables: object) -> object:
     ``Settings`` calls this before validating ``sites``, so ``[sites.polaris]`` holding only
     ``account = "MYPROJ"`` keeps every other Polaris setting.
     """
-    if not isinstance(tables, dict):
-        return tables  # let pydantic report the wrong type
-    merged: dict[object, object] = {}
-    for name, table in tables.items():
-        base = BUILTIN_SITES.get(name) if isinstance(name, str) else None
-        if isinstance(table, SiteConfig):
-            table = table.model_dump(exclude_unset=True)
-        merged[name] = base.model_dump() | table if base is not None and isinstance(table, dict) else table
-    return merged
+    return overlay_builtins(tables, BUILTIN_SITES, SiteConfig)
 
 
 def all_sites(settings: Settings) -> dict[str, SiteConfig]:

@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sciagent.errors import ConfigError
 from sciagent.llm.base import ChatModel, ResponseFormatStyle
+from sciagent.overlay import overlay_builtins
 
 if TYPE_CHECKING:  # config.py imports this module; a runtime import back would be a cycle
     from sciagent.config import Settings
@@ -105,15 +106,7 @@ def overlay_builtin_profiles(tables: object) -> object:
     ``Settings`` calls this before validating ``llm``, so a table holding only ``model = ...`` changes
     that one field of a built-in profile and the result is validated as a whole profile.
     """
-    if not isinstance(tables, dict):
-        return tables  # let pydantic report the wrong type
-    merged: dict[object, object] = {}
-    for name, table in tables.items():
-        base = BUILTIN_PROFILES.get(name) if isinstance(name, str) else None
-        if isinstance(table, LLMProfile):
-            table = table.model_dump(exclude_unset=True)
-        merged[name] = base.model_dump() | table if base is not None and isinstance(table, dict) else table
-    return merged
+    return overlay_builtins(tables, BUILTIN_PROFILES, LLMProfile)
 
 
 def all_profiles(settings: Settings) -> dict[str, LLMProfile]:
