@@ -15,6 +15,7 @@ from sciagent.science.md import run_md
 from sciagent.science.outputs import dcd_frame_count
 from sciagent.science.reporters import MDProgress
 from sciagent.science.spec import MDSpec
+from sciagent.science.structures import resolve_structure
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -45,7 +46,8 @@ def test_short_run_completes_with_every_output(quick_spec_fields: dict, workdir:
     assert result.steps_completed == 300 and result.production_steps_completed == 200
     assert result.simulated_ns == pytest.approx(200 * 2e-6)
     assert result.ns_per_day and result.ns_per_day > 0
-    assert (result.platform, result.gb_force) == ("CPU", "GBSAOBCForce")
+    assert (result.platform, result.implicit_model, result.gb_force) == ("CPU", "obc2", "GBSAOBCForce")
+    assert "implicit model auto → OBC2 on every platform, computed with GBSAOBCForce" in result.choices
     for name in (
         "spec",
         "preparation",
@@ -54,6 +56,7 @@ def test_short_run_completes_with_every_output(quick_spec_fields: dict, workdir:
         "trajectory",
         "state_csv",
         "checkpoint",
+        "saved_state",
         "final_pdb",
         "result",
     ):
@@ -97,7 +100,8 @@ def test_wall_time_stop_then_resume_finishes_the_total(quick_spec_fields: dict, 
 
     resumed = run_md(MDSpec(**fields), workdir)
     assert resumed.ok, resumed.message
-    assert resumed.resumed_from_step == first_stop
+    assert (resumed.resumed_from, resumed.resumed_from_step) == ("checkpoint", first_stop)
+    assert f"resumed from the checkpoint at step {first_stop}" in resumed.choices
     assert resumed.steps_completed == 600
     steps = [int(r["step"]) for r in _rows(workdir / "state.csv")]
     assert steps == list(range(50, 601, 50))  # each report step once: nothing lost, nothing repeated
@@ -120,6 +124,70 @@ def test_resume_after_a_crash_cuts_outputs_back_to_the_checkpoint(
     assert again.ok and again.resumed_from_step == 200 and again.steps_completed == 400
     assert [int(r["step"]) for r in _rows(workdir / "state.csv")] == list(range(50, 401, 50))
     assert dcd_frame_count(workdir / "trajectory.dcd") == 8
+
+
+def test_an_unloadable_checkpoint_resumes_from_the_portable_saved_state(
+    quick_spec_fields: dict, workdir: Path
+) -> None:
+    short = MDSpec(**{**quick_spec_fields, "production_steps": 200})
+    assert run_md(short, workdir).ok
+    (workdir / "checkpoint.chk").write_bytes(b"written by another GPU model" * 40)
+
+    resumed = run_md(short.model_copy(update={"production_steps": 400}), workdir)
+    assert resumed.ok, resumed.message
+    assert (resumed.resumed_from, resumed.resumed_from_step, resumed.steps_completed) == (
+        "saved_state",
+        200,
+        400,
+    )
+    note = next(c for c in resumed.choices if c.startswith("checkpoint could not be loaded on CPU ("))
+    assert note.endswith("): resumed from the portable saved state at step 200")
+    rows = _rows(workdir / "state.csv")
+    assert [int(r["step"]) for r in rows] == list(range(50, 401, 50))
+    assert rows[-1]["time_ps"] == "0.8"  # the saved state brought its simulated time along with the step
+    assert dcd_frame_count(workdir / "trajectory.dcd") == 8
+    _assert_all_finite(workdir)
+
+
+def test_another_platform_continues_only_from_a_saved_state(quick_spec_fields: dict, workdir: Path) -> None:
+    short = MDSpec(**{**quick_spec_fields, "production_steps": 200})
+    assert run_md(short, workdir).ok
+    meta_path = workdir / "checkpoint.json"
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "platform": "CUDA"}))  # as if written on a GPU node
+    longer = short.model_copy(update={"production_steps": 300})
+    saved = (workdir / "saved_state.xml").read_bytes()
+    (workdir / "saved_state.xml").unlink()
+
+    refused = run_md(longer, workdir)
+    assert (refused.status, refused.failure_class, refused.steps_completed) == ("failed", "setup", 0)
+    assert "written on CUDA and can only continue there" in refused.message
+
+    (workdir / "saved_state.xml").write_bytes(saved)
+    moved = run_md(longer, workdir)
+    assert moved.ok, moved.message
+    assert (moved.platform, moved.resumed_from, moved.steps_completed) == ("CPU", "saved_state", 300)
+    assert (
+        "checkpoint was written on CUDA and cannot be loaded on CPU: "
+        "resumed from the portable saved state at step 200"
+    ) in moved.choices
+    assert json.loads(meta_path.read_text())["platform"] == "CPU"  # its checkpoints now belong here
+
+
+def test_unknown_residue_inside_the_chain_fails_before_simulating(tmp_path: Path, workdir: Path) -> None:
+    structure = tmp_path / "villin-xyz.pdb"
+    villin = resolve_structure("villin").path.read_text()
+    structure.write_text(villin.replace("PHE A  10", "XYZ A  10"))
+    result = run_md(MDSpec(structure=str(structure), production_steps=100, report_interval=50), workdir)
+    assert (result.status, result.failure_class, result.steps_completed) == ("failed", "setup", 0)
+    assert result.message.startswith("villin-xyz.pdb (file: ")
+    assert result.message.endswith(
+        "chain A residue 10 (XYZ) is not a standard residue and sits inside the polymer chain; "
+        "removing it would join residues 9 and 11 with a bond: fix the structure, "
+        "or pass --remove-unknown-residues to remove it anyway"
+    )
+    assert "\n" not in result.message
+    assert set(result.files) == {"result"}  # nothing prepared, built or simulated
 
 
 def test_a_checkpoint_of_another_spec_is_not_resumed(quick_spec_fields: dict, workdir: Path) -> None:

@@ -116,6 +116,82 @@ def test_nonstandard_residue_is_replaced(villin: StructureFile, tmp_path: Path) 
     )  # PDBFixer drops the hydrogens of a replaced residue, then re-adds them
 
 
+def _with_unknown_residue(villin: StructureFile, tmp_path: Path) -> Path:
+    """Villin with PHE10, in the middle of the chain, renamed to a residue nobody knows."""
+    path = tmp_path / "xyz.pdb"
+    path.write_text(villin.path.read_text().replace("PHE A  10", "XYZ A  10"))
+    return path
+
+
+def test_unknown_residue_inside_a_chain_is_an_error_naming_it(villin: StructureFile, tmp_path: Path) -> None:
+    with pytest.raises(StructureError) as caught:
+        prepare_structure(_file(_with_unknown_residue(villin, tmp_path)))
+    assert str(caught.value) == (
+        "xyz.pdb: chain A residue 10 (XYZ) is not a standard residue and sits inside the polymer chain; "
+        "removing it would join residues 9 and 11 with a bond: fix the structure, "
+        "or pass --remove-unknown-residues to remove it anyway"
+    )
+
+
+def test_unknown_residue_removed_on_request_splits_the_chain(villin: StructureFile, tmp_path: Path) -> None:
+    prepared = prepare_structure(_file(_with_unknown_residue(villin, tmp_path)), remove_unknown_residues=True)
+    record = prepared.record
+    assert record.unknown_residues_removed == ["A:XYZ10"]
+    assert record.heterogens_removed == {}  # removed from the chain on request, not a heterogen
+    assert (
+        "removed unknown residues A:XYZ10 from inside chains, splitting the chain there" in record.summary()
+    )
+    chains = [[(r.name, r.id) for r in chain.residues()] for chain in prepared.topology.chains()]
+    assert [chain.id for chain in prepared.topology.chains()] == ["A", "A"]
+    assert (chains[0][-1], chains[1][0]) == (("VAL", "9"), ("GLY", "11"))
+    linked = {(b.atom1.residue.id, b.atom2.residue.id) for b in prepared.topology.bonds()}
+    assert ("9", "11") not in linked and ("11", "9") not in linked  # no bond across the hole
+    # Each piece got its termini: OXT on VAL9, a charged N terminus (H1-H3 minus the one H) on GLY11.
+    assert (record.heavy_atoms_added, record.hydrogens_added) == (1, 2)
+    assert "OXT" in {atom.name for atom in prepared.topology.atoms() if atom.residue.id == "9"}
+    assert (record.residues, record.atoms) == (34, 582 - 20 + 3)
+
+
+def test_gap_after_a_removed_unknown_residue_is_modelled_in_its_piece(
+    villin: StructureFile, tmp_path: Path
+) -> None:
+    pdb = app.PDBFile(str(_with_unknown_residue(villin, tmp_path)))
+    residues = list(pdb.topology.residues())
+    sequence = [residue.name for residue in residues]
+    modeller = app.Modeller(pdb.topology, pdb.positions)
+    modeller.delete([residues[14]])  # SER15, inside the piece after XYZ10
+    gapped = _write(modeller.topology, modeller.positions, tmp_path / "gapped.pdb", seqres=sequence)
+
+    prepared = prepare_structure(_file(gapped), remove_unknown_residues=True)
+    assert prepared.record.missing_residues_added == ["A:SER15"]
+    second = [(r.name, r.id) for r in list(prepared.topology.chains())[1].residues()]
+    assert second[:6] == [
+        ("GLY", "11"),
+        ("MET", "12"),
+        ("THR", "13"),
+        ("ARG", "14"),
+        ("SER", "15"),
+        ("ALA", "16"),
+    ]
+
+
+def test_ligand_and_ion_after_the_chain_are_removed_as_heterogens(
+    villin: StructureFile, tmp_path: Path
+) -> None:
+    hetero = (
+        "HETATM  583 CL    CL A  36      32.000  22.000  30.000  1.00  0.00          CL  \n"
+        "HETATM  584  C1  LIG A  37      34.000  24.000  30.000  1.00  0.00           C  \n"
+        "HETATM  585  O1  LIG A  37      35.200  24.000  30.000  1.00  0.00           O  \n"
+    )
+    path = tmp_path / "ligand.pdb"
+    path.write_text(villin.path.read_text().replace("TER ", hetero + "TER ", 1))
+    assert [r.chain.id for r in app.PDBFile(str(path)).topology.residues()][-2:] == ["A", "A"]
+    record = prepare_structure(_file(path)).record
+    assert record.heterogens_removed == {"CL": 1, "LIG": 1}
+    assert record.unknown_residues_removed == []
+    assert (record.residues, record.atoms) == (35, 582)
+
+
 def test_mmcif_input(villin: StructureFile, tmp_path: Path) -> None:
     pdb = app.PDBFile(str(villin.path))
     cif = tmp_path / "villin.cif"

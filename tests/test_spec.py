@@ -43,6 +43,11 @@ def test_implicit_model_with_explicit_solvent_is_rejected() -> None:
         MDSpec(structure="villin", solvent="explicit", implicit_model="gbn2")
 
 
+def test_unknown_residues_are_kept_unless_removal_is_asked_for() -> None:
+    assert MDSpec(structure="villin").remove_unknown_residues is False
+    assert "breaks the chain" in MDSpec.model_fields["remove_unknown_residues"].description
+
+
 def test_spec_round_trips_through_json_and_is_hashable() -> None:
     spec = MDSpec(structure="villin", chains=("A",), temperature_k=350)
     again = MDSpec.model_validate_json(spec.model_dump_json())
@@ -56,5 +61,12 @@ def test_restart_key_ignores_what_a_resume_may_change_but_not_the_physics() -> N
         update={"production_steps": 10_000, "max_wall_time_s": 60.0, "cpu_threads": 1}
     )
     assert resumable.restart_key() == base.restart_key()
-    for change in ({"temperature_k": 310.0}, {"timestep_fs": 1.0}, {"seed": 2}, {"report_interval": 10}):
+    changes = (
+        {"temperature_k": 310.0},
+        {"timestep_fs": 1.0},
+        {"seed": 2},
+        {"report_interval": 10},
+        {"remove_unknown_residues": True},  # another structure: the chain is split where a residue was
+    )
+    for change in changes:
         assert base.model_copy(update=change).restart_key() != base.restart_key(), change

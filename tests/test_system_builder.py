@@ -1,4 +1,4 @@
-"""Force fields, solvent models and the CPU-platform GB substitution, on real villin systems."""
+"""Force fields, solvent models and the native OBC2 substitution, on real villin systems."""
 
 from __future__ import annotations
 
@@ -65,12 +65,19 @@ def test_implicit_on_cpu_uses_native_obc2_and_says_why() -> None:
     built = build_system(MDSpec(structure="villin"), _villin(), "CPU")
     assert (built.implicit_model, built.gb_force) == ("obc2", "GBSAOBCForce")
     assert "GBSAOBCForce" in _force_names(built.system)
-    assert any("CPU" in note for note in built.notes)
+    assert built.notes == ["implicit model auto → OBC2 on every platform, computed with GBSAOBCForce"]
 
 
-def test_implicit_auto_on_a_gpu_platform_chooses_gbn2() -> None:
-    model, reason = choose_implicit_model(MDSpec(structure="villin"), "CUDA")
-    assert model == "gbn2" and "CUDA" in reason
+@pytest.mark.parametrize("platform", ["CUDA", "OpenCL", "HIP", "Reference"])
+def test_implicit_auto_is_the_same_physics_on_every_platform(platform: str) -> None:
+    spec = MDSpec(structure="villin")
+    assert choose_implicit_model(spec, platform) == choose_implicit_model(spec, "CPU")
+    assert choose_implicit_model(spec, platform)[0] == "obc2"
+    villin = _villin()
+    elsewhere, here = build_system(spec, villin, platform), build_system(spec, villin, "CPU")
+    assert (elsewhere.implicit_model, elsewhere.gb_force) == ("obc2", "GBSAOBCForce")
+    serialize = openmm.XmlSerializer.serialize
+    assert serialize(elsewhere.system) == serialize(here.system)  # force for force, parameter for parameter
 
 
 def test_requested_custom_gb_model_on_cpu_is_honoured_with_a_warning() -> None:
@@ -79,17 +86,33 @@ def test_requested_custom_gb_model_on_cpu_is_honoured_with_a_warning() -> None:
     assert "5x slower" in built.notes[0]
 
 
+def test_requested_custom_gb_model_on_a_gpu_platform_is_honoured() -> None:
+    built = build_system(MDSpec(structure="villin", implicit_model="gbn2"), _villin(), "CUDA")
+    assert (built.implicit_model, built.gb_force) == ("gbn2", "CustomGBForce")
+    assert "CustomGBForce" in _force_names(built.system) and "GBSAOBCForce" not in _force_names(built.system)
+    assert built.notes == ["implicit model gbn2 as requested (CustomGBForce)"]
+
+
+def test_requested_obc2_uses_the_native_force_on_a_gpu_platform() -> None:
+    built = build_system(MDSpec(structure="villin", implicit_model="obc2"), _villin(), "CUDA")
+    assert (built.implicit_model, built.gb_force) == ("obc2", "GBSAOBCForce")
+    assert "GBSAOBCForce" in _force_names(built.system)
+
+
 def test_vacuum_has_no_solvent_force() -> None:
     built = build_system(MDSpec(structure="villin", solvent="vacuum"), _villin(), "CPU")
     assert not _force_names(built.system) & {"GBSAOBCForce", "CustomGBForce", "MonteCarloBarostat"}
 
 
-def test_explicit_solvent_adds_water_ions_pme_and_barostat() -> None:
-    spec = MDSpec(structure="villin", solvent="explicit", padding_nm=0.5, ionic_strength_molar=0.15)
+def test_explicit_solvent_adds_water_ions_pme_and_a_seeded_barostat() -> None:
+    spec = MDSpec(
+        structure="villin", solvent="explicit", padding_nm=0.5, ionic_strength_molar=0.15, seed=4242
+    )
     built = build_system(spec, _villin(), "CPU")
     residues = [r.name for r in built.topology.residues()]
     assert (residues.count("HOH") > 500 and "CL" in residues) or "Cl" in residues
-    assert "MonteCarloBarostat" in _force_names(built.system)
+    barostat = next(f for f in built.system.getForces() if isinstance(f, openmm.MonteCarloBarostat))
+    assert barostat.getRandomNumberSeed() == 4242  # the spec's seed, as for velocities and thermostat
     nonbonded = next(f for f in built.system.getForces() if isinstance(f, openmm.NonbondedForce))
     assert nonbonded.getNonbondedMethod() == openmm.NonbondedForce.PME
     assert built.system.usesPeriodicBoundaryConditions()

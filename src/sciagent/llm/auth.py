@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import platformdirs
 
+from sciagent.atomic import write_atomic
 from sciagent.errors import ConfigError, ModelUnavailable
 from sciagent.llm.profiles import ALCF_TOKEN_ENV
 
@@ -276,14 +277,4 @@ def _write_tokens(tokens: dict[str, Any]) -> None:
     path = token_file()
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     record = {key: tokens[key] for key in _STORED_FIELDS if key in tokens}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as handle:
-            os.fchmod(handle.fileno(), 0o600)  # in case a stale temp file existed with other bits
-            json.dump(record, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_atomic(path, json.dumps(record), mode=0o600)

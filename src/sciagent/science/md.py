@@ -4,6 +4,11 @@ Minimise, equilibrate, produce, writing a DCD trajectory, a state CSV and atomic
 work directory that already holds a checkpoint of the same spec is continued from it, which is what
 batch-queue walltime limits and pre-emption need. Failures come back as a failed ``MDResult`` with a
 class and a message a person understands; nothing non-finite is ever written.
+
+Each checkpoint is OpenMM's own (``checkpoint.chk``: exact, random-number state included, but readable
+only by the same platform, hardware and OpenMM build) plus a portable saved state (``saved_state.xml``:
+positions, velocities, box, parameters, step). A checkpoint that will not load here, or a resume on
+another platform, continues from the saved state instead, and the result says so.
 """
 
 from __future__ import annotations
@@ -20,9 +25,10 @@ import openmm
 from openmm import app, unit
 from pydantic import BaseModel
 
+from sciagent.atomic import write_atomic
 from sciagent.errors import RunFailure, UserError
-from sciagent.science.outputs import RunFiles, truncate_csv, truncate_dcd, write_text_atomic
-from sciagent.science.platforms import platform_candidates, precision_of
+from sciagent.science.outputs import RunFiles, truncate_csv, truncate_dcd
+from sciagent.science.platforms import PlatformChoice, available_platforms, platform_candidates, precision_of
 from sciagent.science.preparation import PreparationRecord, prepare_structure
 from sciagent.science.reporters import (
     CheckpointReporter,
@@ -36,7 +42,6 @@ from sciagent.science.reporters import (
     WallClockGuard,
     WallTimeReached,
     first_non_finite,
-    save_checkpoint,
 )
 from sciagent.science.spec import MDSpec
 from sciagent.science.structures import resolve_structure
@@ -45,6 +50,7 @@ from sciagent.science.system_builder import build_system
 log = logging.getLogger(__name__)
 
 FailureClass = Literal["instability", "setup", "timeout", "platform"]
+ResumedFrom = Literal["checkpoint", "saved_state"]
 ProgressCallback = Callable[[MDProgress], None]
 
 
@@ -66,6 +72,7 @@ class MDResult(BaseModel):
     implicit_model: str | None = None
     gb_force: str | None = None
     resumed_from_step: int | None = None
+    resumed_from: ResumedFrom | None = None
     wall_time_s: float = 0.0
     spec: MDSpec
     preparation: PreparationRecord | None = None
@@ -85,10 +92,12 @@ class _Session:
         self.files = files
         self.simulation: app.Simulation | None = None
         self.preparation: PreparationRecord | None = None
-        self.choices: list[str] = []
+        self.choices: list[str] = []  # how the run was set up; kept with the checkpoint
+        self.resume_note: str | None = None  # how this call continued it; this call's result only
         self.implicit_model: str | None = None
         self.gb_force: str | None = None
         self.resumed_from_step: int | None = None
+        self.resumed_from: ResumedFrom | None = None
         self.production_rate: tuple[int, float] = (0, 0.0)  # production steps and seconds this call
 
     @property
@@ -108,7 +117,7 @@ def run_md(spec: MDSpec, workdir: Path | str, progress: ProgressCallback | None 
             _resume(session)
         else:
             _start_fresh(session)
-        write_text_atomic(files.spec, spec.model_dump_json(indent=2))
+        write_atomic(files.spec, spec.model_dump_json(indent=2))
         _run_phases(session, progress, deadline)
         _finish(session)
         result = _result(session, "completed", None, _completed_message(session))
@@ -119,7 +128,7 @@ def run_md(spec: MDSpec, workdir: Path | str, progress: ProgressCallback | None 
     except UserError as exc:
         result = _result(session, "failed", "setup", str(exc))
     result.wall_time_s = time.monotonic() - started
-    write_text_atomic(files.result, result.model_dump_json(indent=2))
+    write_atomic(files.result, result.model_dump_json(indent=2))
     result.files = files.existing()
     return result
 
@@ -127,9 +136,15 @@ def run_md(spec: MDSpec, workdir: Path | str, progress: ProgressCallback | None 
 def _start_fresh(session: _Session) -> None:
     spec, files = session.spec, session.files
     structure = resolve_structure(spec.structure)
-    prepared = prepare_structure(structure, chains=spec.chains, keep_water=spec.keep_water, ph=spec.ph)
+    prepared = prepare_structure(
+        structure,
+        chains=spec.chains,
+        keep_water=spec.keep_water,
+        ph=spec.ph,
+        remove_unknown_residues=spec.remove_unknown_residues,
+    )
     session.preparation = prepared.record
-    write_text_atomic(files.preparation, prepared.record.model_dump_json(indent=2))
+    write_atomic(files.preparation, prepared.record.model_dump_json(indent=2))
     failures = []
     for candidate in platform_candidates(spec.platform, spec.precision, spec.cpu_threads):
         built = build_system(spec, prepared, candidate.name)
@@ -148,7 +163,7 @@ def _start_fresh(session: _Session) -> None:
         raise RunFailure("platform", "no OpenMM platform could run this system: " + "; ".join(failures))
     with open(files.start_pdb, "w") as handle:
         app.PDBFile.writeFile(built.topology, built.positions, handle, keepIds=True)
-    write_text_atomic(files.system_xml, openmm.XmlSerializer.serialize(built.system))
+    write_atomic(files.system_xml, openmm.XmlSerializer.serialize(built.system))
     simulation.context.setPositions(built.positions)
     if spec.minimize:
         _minimize(session)
@@ -164,25 +179,73 @@ def _resume(session: _Session) -> None:
             f"{files.workdir} holds a checkpoint of a different simulation: "
             "use a new output directory, or the same settings to resume it"
         )
-    platform_name = meta["platform"]
-    if spec.platform not in ("auto", platform_name):
-        raise UserError(
-            f"the checkpoint in {files.workdir} was written on {platform_name} and can only continue there: "
-            f"use --platform auto or {platform_name}"
-        )
-    candidate = platform_candidates(platform_name, spec.precision, spec.cpu_threads)[0]
+    candidate = _resume_platform(spec, meta["platform"], files)
     system = openmm.XmlSerializer.deserialize(files.system_xml.read_text())
     topology = app.PDBFile(str(files.start_pdb)).topology
-    simulation = app.Simulation(topology, system, _integrator(spec), candidate.platform, candidate.properties)
-    simulation.loadCheckpoint(str(files.checkpoint))
+    try:
+        simulation = app.Simulation(
+            topology, system, _integrator(spec), candidate.platform, candidate.properties
+        )
+    except openmm.OpenMMException as exc:
+        raise RunFailure(
+            "platform", f"could not resume on the {candidate.name} platform: {_first_line(exc)}"
+        ) from exc
     session.simulation = simulation
+    session.resumed_from, session.resume_note = _load_restart(simulation, files, meta["platform"])
     session.preparation = PreparationRecord.model_validate_json(files.preparation.read_text())
-    session.choices = [*meta["choices"], f"resumed from the checkpoint at step {simulation.currentStep}"]
+    session.choices = meta["choices"]
     session.implicit_model, session.gb_force = meta["implicit_model"], meta["gb_force"]
     session.resumed_from_step = step = simulation.currentStep
     frames_kept = max(0, (step - spec.equilibration_steps) // spec.report_interval)
     truncate_dcd(files.trajectory, frames_kept)
     truncate_csv(files.state_csv, step)
+
+
+def _resume_platform(spec: MDSpec, written_on: str, files: RunFiles) -> PlatformChoice:
+    """Where to continue: the checkpoint's platform, or another one when a portable saved state allows it.
+
+    Raises:
+        UserError: another platform was asked for and there is no saved state to carry the run there.
+    """
+    portable = files.saved_state.exists()
+    if spec.platform in ("auto", written_on):
+        moved = spec.platform == "auto" and portable and written_on not in available_platforms()
+        requested = "auto" if moved else written_on  # e.g. written on a GPU node, resumed on a CPU node
+    elif portable:
+        requested = spec.platform
+    else:
+        raise UserError(
+            f"the checkpoint in {files.workdir} was written on {written_on} and can only continue there: "
+            f"use --platform auto or {written_on}"
+        )
+    return platform_candidates(requested, spec.precision, spec.cpu_threads)[0]
+
+
+def _load_restart(simulation: app.Simulation, files: RunFiles, written_on: str) -> tuple[ResumedFrom, str]:
+    """Load the checkpoint if this platform can, else the portable saved state; say which, and why.
+
+    Raises:
+        UserError: neither loads.
+    """
+    here = simulation.context.getPlatform().getName()
+    if here == written_on:
+        try:
+            simulation.loadCheckpoint(str(files.checkpoint))
+        except (openmm.OpenMMException, OSError) as exc:  # another GPU model or OpenMM build, or no file
+            why = f"checkpoint could not be loaded on {here} ({_first_line(exc)})"
+        else:
+            return "checkpoint", f"resumed from the checkpoint at step {simulation.currentStep}"
+    else:
+        why = f"checkpoint was written on {written_on} and cannot be loaded on {here}"
+    try:
+        # The state carries its own step count, the step of exactly these coordinates.
+        simulation.context.setState(openmm.XmlSerializer.deserialize(files.saved_state.read_text()))
+    except (ValueError, OSError, openmm.OpenMMException) as exc:
+        raise UserError(
+            f"{why}, and the portable saved state could not be loaded either ({_first_line(exc)}): "
+            "start again in a new output directory"
+        ) from exc
+    return "saved_state", f"{why}: resumed from the portable saved state at step {simulation.currentStep}"
 
 
 def _integrator(spec: MDSpec) -> openmm.Integrator:
@@ -245,7 +308,7 @@ def _run_phase(
     reporters += [dcd] if dcd else []
     reporters += [
         StateCsvReporter(sink, phase, simulation.system, every, start_step),
-        CheckpointReporter(files.checkpoint, checkpoint_every, start_step),
+        CheckpointReporter(lambda: _write_checkpoint(session), checkpoint_every, start_step),
     ]
     if progress:
         reporters.append(ProgressReporter(progress, phase, every, spec.total_steps))
@@ -295,20 +358,29 @@ def _classify_openmm_error(session: _Session, exc: openmm.OpenMMException) -> Ru
 
 
 def _write_checkpoint(session: _Session) -> None:
-    """Checkpoint now, with the metadata needed to match it to its spec and platform on resume."""
+    """Checkpoint now: OpenMM's checkpoint, the portable saved state, then the metadata to match them.
+
+    Each file is replaced atomically; the metadata goes last, and each restart file carries its own step,
+    so a crash between two writes leaves a set that still resumes correctly.
+    """
     simulation = session.simulation
     assert simulation is not None
-    save_checkpoint(simulation, session.files.checkpoint)
+    context = simulation.context
+    write_atomic(session.files.checkpoint, context.createCheckpoint())
+    state = context.getState(
+        getPositions=True, getVelocities=True, getParameters=True, getIntegratorParameters=True
+    )
+    write_atomic(session.files.saved_state, openmm.XmlSerializer.serialize(state))
     meta = {
         "restart_key": session.spec.restart_key(),
         "step": simulation.currentStep,
-        "platform": simulation.context.getPlatform().getName(),
+        "platform": context.getPlatform().getName(),
         "openmm_version": openmm.__version__,
-        "choices": [c for c in session.choices if not c.startswith("resumed from")],
+        "choices": session.choices,
         "implicit_model": session.implicit_model,
         "gb_force": session.gb_force,
     }
-    write_text_atomic(session.files.checkpoint_meta, json.dumps(meta, indent=2))
+    write_atomic(session.files.checkpoint_meta, json.dumps(meta, indent=2))
 
 
 def _finish(session: _Session) -> None:
@@ -347,10 +419,11 @@ def _result(session: _Session, status: str, failure_class: FailureClass | None, 
         ns_per_day=steps * dt_ns / seconds * 86400 if steps and seconds > 0 else None,
         platform=simulation.context.getPlatform().getName() if simulation else None,
         precision=precision_of(simulation.context) if simulation else None,
-        choices=session.choices,
+        choices=[*session.choices, *([session.resume_note] if session.resume_note else [])],
         implicit_model=session.implicit_model,
         gb_force=session.gb_force,
         resumed_from_step=session.resumed_from_step,
+        resumed_from=session.resumed_from,
         spec=spec,
         preparation=session.preparation,
         workdir=str(session.files.workdir),

@@ -7,10 +7,13 @@ resumed run would write them again. Before resuming, both files are cut back to 
 from __future__ import annotations
 
 import csv
+import io
 import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+
+from sciagent.atomic import write_atomic
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,11 @@ class RunFiles:
         return self.workdir / "checkpoint.chk"
 
     @property
+    def saved_state(self) -> Path:
+        """The checkpoint's portable twin: an XML ``State``, with nothing platform-specific in it."""
+        return self.workdir / "saved_state.xml"
+
+    @property
     def checkpoint_meta(self) -> Path:
         return self.workdir / "checkpoint.json"
 
@@ -74,17 +82,11 @@ class RunFiles:
             "trajectory",
             "state_csv",
             "checkpoint",
+            "saved_state",
             "final_pdb",
             "result",
         )
         return {name: str(getattr(self, name)) for name in names if getattr(self, name).exists()}
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that readers see the old or the new content, never half."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def truncate_csv(path: Path, last_step: int) -> None:
@@ -98,10 +100,9 @@ def truncate_csv(path: Path, last_step: int) -> None:
     header, body = rows[0], rows[1:]
     step_column = header.index("step")
     kept = [row for row in body if len(row) == len(header) and int(row[step_column]) <= last_step]
-    tmp = path.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="") as handle:
-        csv.writer(handle).writerows([header, *kept])
-    os.replace(tmp, path)
+    text = io.StringIO(newline="")
+    csv.writer(text).writerows([header, *kept])
+    write_atomic(path, text.getvalue())
 
 
 # OpenMM's DCD layout: an 84-byte record of counts (frame count at byte 8, has-box flag at byte 48),

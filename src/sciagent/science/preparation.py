@@ -4,6 +4,11 @@ The steps follow PDBFixer's own recipe: select chains, find missing residues, re
 remove heterogens, add missing heavy atoms, add hydrogens at a pH. Only internal gaps are modelled; residues
 missing at a chain's ends are listed in the record but not built, because a floppy invented tail changes the
 dynamics more than it helps.
+
+PDBFixer's ``removeHeterogens`` removes every residue it does not know, wherever it is. For a residue inside
+a chain that it could not map to a standard one, that is silent damage: the chain's neighbours are later
+joined by a peptide bond across the hole. So such a residue is an error naming it, unless the caller asks to
+remove it anyway; then the chain is split there, and each piece gets its own termini.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from pathlib import Path
 import openmm.app
 import openmm.unit
 from pdbfixer import PDBFixer
+from pdbfixer.pdbfixer import dnaResidues, proteinResidues, rnaResidues
 from pydantic import BaseModel, Field
 
 from sciagent.errors import StructureError
@@ -24,6 +30,12 @@ from sciagent.science.structures import StructureFile
 # Fixed so that preparing the same file twice gives the same coordinates (0 would mean "random" to OpenMM).
 _SEED = 1
 _HYDROGEN_SYMBOLS = frozenset({"H", "D"})
+# The residues PDBFixer's removeHeterogens keeps as polymer, and those it keeps although they are not ('N' and
+# 'UNK' are placeholders the force field then refuses by name; water is never part of a chain).
+_POLYMER_RESIDUES = frozenset(proteinResidues) | frozenset(dnaResidues) | frozenset(rnaResidues)
+_NOT_IN_CHAIN = _POLYMER_RESIDUES | {"N", "UNK", "HOH"}
+
+Residue = openmm.app.topology.Residue
 
 
 class PreparationRecord(BaseModel):
@@ -32,6 +44,8 @@ class PreparationRecord(BaseModel):
     Residues are written ``<chain>:<name><number>``, e.g. ``A:MSE12``; ``nonstandard_replaced`` maps such a
     residue to its standard replacement (``{"A:MSE12": "MET"}``). ``chains_kept``/``chains_removed`` describe
     the chain selection only; heterogen-only chains dropped later show up in ``heterogens_removed``.
+    ``unknown_residues_removed`` lists residues removed from inside a chain on request (``A:XYZ10``): the
+    chain was split there, so it is not in ``heterogens_removed``.
     Atom counts are net changes: ``hydrogens_added`` is final hydrogens minus those present before atoms
     were added.
     """
@@ -41,6 +55,7 @@ class PreparationRecord(BaseModel):
     chains_removed: list[str] = Field(default_factory=list)
     heterogens_removed: dict[str, int] = Field(default_factory=dict)
     nonstandard_replaced: dict[str, str] = Field(default_factory=dict)
+    unknown_residues_removed: list[str] = Field(default_factory=list)
     missing_residues_added: list[str] = Field(default_factory=list)
     terminal_residues_not_modelled: list[str] = Field(default_factory=list)
     heavy_atoms_added: int = 0
@@ -60,6 +75,11 @@ class PreparationRecord(BaseModel):
             parts.append(f"dropped chains {', '.join(self.chains_removed)}")
         if self.nonstandard_replaced:
             parts.append(f"replaced {len(self.nonstandard_replaced)} nonstandard residues")
+        if self.unknown_residues_removed:
+            parts.append(
+                f"removed unknown residues {', '.join(self.unknown_residues_removed)} from inside chains, "
+                "splitting the chain there"
+            )
         if self.missing_residues_added:
             parts.append(f"modelled {len(self.missing_residues_added)} missing residues")
         if self.terminal_residues_not_modelled:
@@ -85,6 +105,7 @@ def prepare_structure(
     chains: Sequence[str] | None = None,
     keep_water: bool = False,
     ph: float = 7.0,
+    remove_unknown_residues: bool = False,
 ) -> PreparedStructure:
     """Clean a structure into a complete, protonated model and record each change.
 
@@ -93,9 +114,12 @@ def prepare_structure(
         chains: chain ids to keep; ``None`` or empty keeps every chain.
         keep_water: keep crystallographic water (other heterogens are always removed).
         ph: pH for choosing protonation states, strictly between 0 and 14.
+        remove_unknown_residues: remove residues PDBFixer cannot map to a standard one from inside a chain,
+            splitting the chain there; without it such a residue is an error.
 
     Raises:
-        StructureError: bad pH, unreadable file, unknown chain, or nothing left to simulate.
+        StructureError: bad pH, unreadable file, unknown chain, an unknown residue inside a chain (unless
+            ``remove_unknown_residues``), or nothing left to simulate.
     """
     if not 0.0 < ph < 14.0:
         raise StructureError(f"pH {ph} is outside (0, 14): pass a pH such as 7.0")
@@ -104,7 +128,11 @@ def prepare_structure(
     fixer.findMissingResidues()
     terminal = _drop_terminal_gaps(fixer)
     replaced = _replace_nonstandard(fixer)
-    heterogens = _remove_heterogens(fixer, keep_water)
+    in_chain = _unknown_in_chains(fixer)
+    if in_chain and not remove_unknown_residues:
+        raise _unknown_in_chain_error(in_chain, structure.label)
+    unknown = {residue: _where(residue) for _, residue, _ in in_chain}
+    heterogens = _remove_heterogens(fixer, keep_water, set(unknown))
     _require_polymer(fixer, structure.label)
     gaps = _describe_gaps(fixer, fixer.missingResidues)
     heavy_before, hydrogens_before = _count_atoms(fixer.topology)
@@ -119,6 +147,7 @@ def prepare_structure(
         chains_removed=removed,
         heterogens_removed=heterogens,
         nonstandard_replaced=replaced,
+        unknown_residues_removed=list(unknown.values()),
         missing_residues_added=gaps,
         terminal_residues_not_modelled=terminal,
         heavy_atoms_added=heavy_after - heavy_before,
@@ -217,27 +246,110 @@ def _where(residue: openmm.app.topology.Residue) -> str:
     return f"{residue.chain.id}:{residue.name}{residue.id}"
 
 
-def _remove_heterogens(fixer: PDBFixer, keep_water: bool) -> dict[str, int]:
-    """Remove ligands, ions (and water unless kept); count them by name and keep the gap plan aligned."""
-    layout = [[residue for residue in chain.residues()] for chain in fixer.topology.chains()]
-    deleted = set(fixer.removeHeterogens(keepWater=keep_water))
-    fixer.missingResidues = _realign_gaps(fixer.missingResidues, layout, deleted)
-    counts = Counter(residue.name for residue in deleted)
+def _unknown_in_chains(fixer: PDBFixer) -> list[tuple[Residue, Residue, Residue]]:
+    """(polymer residue before, residue, polymer residue after) for each residue removeHeterogens would
+    take out of the middle of a chain.
+
+    Run after nonstandard residues were replaced, so what is found here is what PDBFixer cannot map. "Inside"
+    means polymer residues of the same chain on both sides: ligands and ions come after the polymer.
+    """
+    found = []
+    for chain in fixer.topology.chains():
+        residues = list(chain.residues())
+        polymer = [index for index, residue in enumerate(residues) if residue.name in _POLYMER_RESIDUES]
+        for index, residue in enumerate(residues):
+            if residue.name in _NOT_IN_CHAIN or not polymer or not polymer[0] < index < polymer[-1]:
+                continue
+            before = max(i for i in polymer if i < index)
+            after = min(i for i in polymer if i > index)
+            found.append((residues[before], residue, residues[after]))
+    return found
+
+
+def _unknown_in_chain_error(found: list[tuple[Residue, Residue, Residue]], label: str) -> StructureError:
+    before, residue, after = found[0]
+    more = f" (and {len(found) - 1} more such residues)" if len(found) > 1 else ""
+    return StructureError(
+        f"{label}: chain {residue.chain.id} residue {residue.id} ({residue.name}) is not a standard residue "
+        f"and sits inside the polymer chain{more}; removing it would join residues {before.id} and "
+        f"{after.id} with a bond: fix the structure, or pass --remove-unknown-residues to remove it anyway"
+    )
+
+
+def _remove_heterogens(fixer: PDBFixer, keep_water: bool, in_chain: set[Residue]) -> dict[str, int]:
+    """Remove ligands, ions (and water unless kept) and the ``in_chain`` residues; count heterogens by name.
+
+    removeHeterogens takes the ``in_chain`` residues with the rest; the chain is then split where each was,
+    and the gap plan is moved to the residues' new places.
+    """
+    layout = [list(chain.residues()) for chain in fixer.topology.chains()]
+    deleted = fixer.removeHeterogens(keepWater=keep_water)
+    places = _places_after(layout, set(deleted), in_chain)
+    fixer.missingResidues = _realign_gaps(fixer.missingResidues, layout, places)
+    if in_chain:
+        _split_chains(fixer, list(places.values()))  # in the order of the residues that are left
+    counts = Counter(residue.name for residue in deleted if residue not in in_chain)
     return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
 
 
+def _places_after(
+    layout: list[list[Residue]], deleted: set[Residue], in_chain: set[Residue]
+) -> dict[Residue, tuple[int, int]]:
+    """(chain index, position) of each surviving residue once emptied chains are gone and chains are split
+    after each removed ``in_chain`` residue."""
+    places = {}
+    chain_index = -1
+    for residues in layout:
+        position: int | None = None
+        for residue in residues:
+            if residue in in_chain:
+                position = None  # the next survivor starts a new chain
+            elif residue not in deleted:
+                if position is None:
+                    chain_index, position = chain_index + 1, 0
+                places[residue] = (chain_index, position)
+                position += 1
+    return places
+
+
 def _realign_gaps(
-    gaps: dict[tuple[int, int], list[str]], layout: list[list[object]], deleted: set[object]
+    gaps: dict[tuple[int, int], list[str]],
+    layout: list[list[Residue]],
+    places: dict[Residue, tuple[int, int]],
 ) -> dict[tuple[int, int], list[str]]:
-    """Re-index the gap plan after residues (and emptied chains) were deleted before it was applied."""
-    surviving = [index for index, residues in enumerate(layout) if any(r not in deleted for r in residues)]
-    new_chain = {old: new for new, old in enumerate(surviving)}
+    """Move the gap plan (insert before residue ``position`` of a chain) to the residues' new places."""
     realigned = {}
     for (chain_index, position), names in gaps.items():
-        if chain_index in new_chain:
-            shift = sum(1 for residue in layout[chain_index][:position] if residue in deleted)
-            realigned[(new_chain[chain_index], position - shift)] = names
+        residues = layout[chain_index]
+        after = [places[residue] for residue in residues[position:] if residue in places]
+        before = [places[residue] for residue in residues[:position] if residue in places]
+        if after:
+            realigned[after[0]] = names
+        elif before:  # at the end of what is left of the chain
+            realigned[(before[-1][0], before[-1][1] + 1)] = names
     return realigned
+
+
+def _split_chains(fixer: PDBFixer, places: list[tuple[int, int]]) -> None:
+    """Rebuild the topology with residue ``i`` in chain ``places[i][0]``, keeping atom order and chain ids.
+
+    Separate chains are what keeps addMissingAtoms from drawing a peptide bond across a removed residue,
+    and what makes it and addMissingHydrogens give each piece its own termini.
+    """
+    old = fixer.topology
+    topology = openmm.app.Topology()
+    topology.setPeriodicBoxVectors(old.getPeriodicBoxVectors())
+    chains: dict[int, openmm.app.topology.Chain] = {}
+    atoms = {}
+    for residue, (chain_index, _) in zip(old.residues(), places, strict=True):
+        if chain_index not in chains:
+            chains[chain_index] = topology.addChain(residue.chain.id)
+        copy = topology.addResidue(residue.name, chains[chain_index], residue.id, residue.insertionCode)
+        for atom in residue.atoms():
+            atoms[atom] = topology.addAtom(atom.name, atom.element, copy, atom.id)
+    for bond in old.bonds():
+        topology.addBond(atoms[bond.atom1], atoms[bond.atom2], bond.type, bond.order)
+    fixer.topology = topology
 
 
 def _require_polymer(fixer: PDBFixer, label: str) -> None:

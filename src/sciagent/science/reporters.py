@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -196,21 +195,18 @@ class DcdReporter(IntervalReporter):
 
 
 class CheckpointReporter(IntervalReporter):
-    """Saves an OpenMM checkpoint atomically, so a crash mid-write never spoils the last good one."""
+    """Calls ``save`` every ``interval`` steps; the runner owns what a checkpoint is made of.
 
-    def __init__(self, path: Path, interval: int, start_step: int = 0) -> None:
+    A checkpoint is several files (OpenMM's checkpoint, a portable saved state, their metadata) that must
+    describe the same step, so one function of the runner writes them all, here and at its other save points.
+    """
+
+    def __init__(self, save: Callable[[], None], interval: int, start_step: int = 0) -> None:
         super().__init__(interval, start_step)
-        self.path = path
+        self._save = save
 
     def report(self, simulation: app.Simulation, state: openmm.State) -> None:
-        save_checkpoint(simulation, self.path)
-
-
-def save_checkpoint(simulation: app.Simulation, path: Path) -> None:
-    """Write ``simulation``'s checkpoint to ``path`` via a temporary file and an atomic rename."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_bytes(simulation.context.createCheckpoint())
-    os.replace(tmp, path)
+        self._save()
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,10 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from sciagent.atomic import write_atomic
 from sciagent.science.analysis import Analysis, analyze_trajectory
 from sciagent.science.md import MDResult, ProgressCallback, run_md
-from sciagent.science.outputs import RunFiles, write_text_atomic
+from sciagent.science.outputs import RunFiles
 from sciagent.science.spec import MDSpec
 
 
@@ -42,6 +43,6 @@ def simulate_and_analyze(
         )
     except (ValueError, OSError) as exc:
         return SimulationOutcome(result=result, analysis_error=f"{type(exc).__name__}: {exc}")
-    write_text_atomic(files.analysis, analysis.model_dump_json(indent=2))
+    write_atomic(files.analysis, analysis.model_dump_json(indent=2))
     result.files["analysis"] = str(files.analysis)
     return SimulationOutcome(result=result, analysis=analysis)

@@ -38,12 +38,18 @@ class MDSpec(BaseModel):
     structure: str = Field(description="file path, bundled name (villin), PDB id or protein name")
     chains: tuple[str, ...] | None = Field(default=None, description="chain ids to keep; None keeps all")
     keep_water: bool = Field(default=False, description="keep crystallographic water")
+    remove_unknown_residues: bool = Field(
+        default=False,
+        description=(
+            "remove residues the force field does not know from inside chains (breaks the chain there)"
+        ),
+    )
     ph: float = Field(default=7.0, gt=0, lt=14, description="pH for protonation states")
 
     forcefield: ForceFieldName = "amber14"
     solvent: Solvent = "implicit"
     implicit_model: ImplicitModel = Field(
-        default="auto", description="GB model; auto = OBC2, computed with GBSAOBCForce on the CPU platform"
+        default="auto", description="GB model; auto = OBC2 on every platform (computed with GBSAOBCForce)"
     )
     padding_nm: float = Field(default=1.0, gt=0.3, le=3.0, description="explicit solvent box padding")
     ionic_strength_molar: float = Field(default=0.15, ge=0, le=2.0, description="explicit solvent NaCl")
@@ -64,7 +70,7 @@ class MDSpec(BaseModel):
     report_interval: int = Field(default=100, gt=0, description="steps between trajectory frames")
     checkpoint_interval: int = Field(default=5000, gt=0, description="steps between checkpoints")
     seed: int = Field(
-        default=1, ge=1, lt=2**31, description="velocities and thermostat; fixed so reruns reproduce"
+        default=1, ge=1, lt=2**31, description="velocities, thermostat, barostat; fixed so reruns reproduce"
     )
 
     platform: PlatformName = "auto"

@@ -18,13 +18,13 @@ import http.client
 import importlib.resources
 import os
 import re
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from sciagent.atomic import write_atomic
 from sciagent.errors import StructureError
 
 DEFAULT_PDB_URL = "https://files.rcsb.org/download"
@@ -156,7 +156,7 @@ def _download_entry(pdb_id: str, base: str, directory: Path, timeout: float) -> 
         if problem:
             bad_body = f"{url} returned {problem}"
             continue
-        return _write_atomically(directory / f"{pdb_id}{suffix}", body)
+        return write_atomic(directory / f"{pdb_id}{suffix}", body)
     if bad_body:
         raise StructureError(
             f"the server at {base} sent no structure for {pdb_id} ({bad_body}): "
@@ -195,21 +195,6 @@ def _body_problem(body: bytes) -> str:
     return ""
 
 
-def _write_atomically(target: Path, data: bytes) -> Path:
-    """Write via a temporary file and ``os.replace`` so readers never see a partial file."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), 0o644)  # mkstemp makes 0600; a shared cache must stay readable
-            handle.write(data)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
-
-
 def _from_pdb(pdb_id: str, what: str, cache_dir: Path | None, base_url: str | None) -> StructureFile:
     path = fetch_pdb(pdb_id, cache_dir=cache_dir, base_url=base_url)
     return StructureFile(path=path, source="pdb", label=f"{what} (RCSB PDB, cached at {path})", pdb_id=pdb_id)
@@ -232,7 +217,7 @@ def _bundled(name: str, cache_dir: Path) -> StructureFile:
     """The bundled structure as a protein-only file under ``<cache_dir>/bundled/``, written once."""
     target = cache_dir / "bundled" / f"{name}.pdb"
     if not (target.is_file() and target.stat().st_size > 0):
-        _write_atomically(target, _protein_only_pdb(_openmm_test_pdb()))
+        write_atomic(target, _protein_only_pdb(_openmm_test_pdb()))
     return StructureFile(path=target, source="bundled", label=_BUNDLED_LABELS[name])
 
 
