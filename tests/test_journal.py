@@ -130,6 +130,7 @@ def test_model_calls_round_trip(journal: Journal) -> None:
     assert rows[0].call == _call(outcome="invalid", error="temperature_k: too low")  # every field back
     assert rows[1].call.prompt_tokens is None and rows[1].call.attempt == 2
     assert "plan · meta-llama/Meta-Llama-3.1-8B-Instruct · 1.25 s · 120+30 tokens" in rows[0].describe()
+    assert "· 1.25 s · ?+30 tokens · attempt 2" in rows[1].describe()  # the count it did not give is "?"
     with pytest.raises(ValueError, match="outcome must be one of"):
         _call(outcome="ok")
     with pytest.raises(ValueError, match="attempt counts from 1"):
@@ -433,3 +434,110 @@ def test_runs_and_timeline_tables(journal: Journal) -> None:
         assert text in timeline, timeline
     with pytest.raises(UserError, match="no run"):
         timeline_table(journal, "nope")
+
+
+# -- model calls that never happened -----------------------------------------------------------------
+
+
+def _unanswered(outcome: str, error: str, attempt: int = 1) -> ModelCall:
+    """A call with no response, as the advisor records a fallback or a failed request."""
+    return _call(
+        outcome=outcome,
+        error=error,
+        attempt=attempt,
+        latency_s=None,
+        prompt_tokens=None,
+        completion_tokens=None,
+        raw_reply="",
+    )
+
+
+def test_unknown_latency_and_tokens_are_stored_as_null_and_shown_as_unknown(journal: Journal) -> None:
+    run_id = journal.create_run("goal", {})
+    step = journal.start_step(run_id, "plan", "choose temperatures")
+    journal.record_model_call(run_id, step, _call(outcome="invalid", error="not JSON"))
+    journal.record_model_call(run_id, step, _unanswered("fallback", "no valid answer after 3 attempts", 4))
+    journal.record_model_call(run_id, None, _unanswered("error", "the model could not be asked: 401"))
+    _, fallback, error = journal.model_calls(run_id)
+    assert (fallback.call.latency_s, fallback.call.prompt_tokens, fallback.call.completion_tokens) == (
+        None, None, None
+    )  # fmt: skip
+    with sqlite3.connect(journal.path) as conn:  # NULL in the file, not 0
+        stored = conn.execute("SELECT latency_s, prompt_tokens FROM model_calls ORDER BY id").fetchall()
+    assert stored == [(1.25, 120), (None, None), (None, None)]
+    assert fallback.describe() == "plan · fallback: no model call · no valid answer after 3 attempts"
+    assert "latency unknown · tokens unknown · attempt 1 · the model could not be asked" in error.describe()
+    timeline = _render(timeline_table(journal, run_id))
+    assert "fallback: no model call" in timeline and "latency unknown · tokens unknown" in timeline
+    assert "1.25 s · 120+30 tokens" in timeline  # the call that did happen keeps its numbers
+    assert "0.00 s" not in timeline and "0+0 tokens" not in timeline
+    with pytest.raises(ValueError, match="cannot be negative"):
+        _call(latency_s=-1.0)
+
+
+# The model_calls table as schema version 1 created it (latency_s NOT NULL): files in the wild have it.
+_V1_MODEL_CALLS = """
+CREATE TABLE model_calls (
+    id INTEGER PRIMARY KEY,
+    run_id TEXT NOT NULL REFERENCES runs(id),
+    step_id INTEGER REFERENCES steps(id),
+    purpose TEXT NOT NULL,
+    model_id TEXT NOT NULL,
+    prompt_digest TEXT NOT NULL,
+    latency_s REAL NOT NULL,
+    prompt_tokens INTEGER,
+    completion_tokens INTEGER,
+    raw_reply TEXT NOT NULL,
+    outcome TEXT NOT NULL CHECK (outcome IN ('valid', 'invalid', 'fallback', 'error')),
+    error TEXT,
+    attempt INTEGER NOT NULL,
+    created_at TEXT NOT NULL
+)
+"""
+
+
+def _version_1_file(path: Path) -> str:
+    """A journal as sciagent wrote it at schema version 1, with a real call and a fallback (0 s, 0+0)."""
+    with Journal(path) as journal:
+        run_id = journal.create_run("goal", {})
+    conn = sqlite3.connect(path)
+    conn.execute("DROP TABLE model_calls")
+    conn.execute(_V1_MODEL_CALLS)
+    conn.execute("CREATE INDEX model_calls_by_run ON model_calls (run_id)")
+    first, second = "2026-01-01T00:00:01+00:00", "2026-01-01T00:00:02+00:00"
+    rows = [
+        (run_id, "plan", "m", "d", 1.25, 120, 30, "{}", "invalid", "not JSON", 1, first),
+        (run_id, "plan", "m", "d", 0.0, 0, 0, "", "fallback", "no valid answer", 2, second),
+    ]
+    conn.executemany(
+        "INSERT INTO model_calls (run_id, purpose, model_id, prompt_digest, latency_s, prompt_tokens,"
+        " completion_tokens, raw_reply, outcome, error, attempt, created_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        rows,
+    )
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    with pytest.raises(sqlite3.IntegrityError, match="NOT NULL"):  # what the old schema refuses
+        conn.execute("UPDATE model_calls SET latency_s = NULL")
+    conn.close()
+    return run_id
+
+
+def test_a_version_1_journal_is_migrated_and_takes_unknown_latencies(tmp_path: Path) -> None:
+    path = tmp_path / JOURNAL_FILENAME
+    run_id = _version_1_file(path)
+    with Journal(path) as journal:
+        invalid, fallback = journal.model_calls(run_id)
+        assert (invalid.call.latency_s, invalid.call.prompt_tokens) == (1.25, 120)
+        assert (fallback.call.latency_s, fallback.call.prompt_tokens) == (None, None)  # never measured
+        journal.record_model_call(run_id, None, _unanswered("error", "timed out"))
+        assert journal.model_calls(run_id)[-1].call.latency_s is None
+        timeline = _render(timeline_table(journal, run_id))
+    assert "fallback: no model call" in timeline and "0.00 s" not in timeline
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert "model_calls_by_run" in indexes
+    conn.close()
+    with Journal(path) as journal:  # opening it again migrates nothing twice
+        assert len(journal.model_calls(run_id)) == 3

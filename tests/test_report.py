@@ -1,4 +1,4 @@
-"""Reports rendered from real villin runs: two that complete, one that blows up, and the number check."""
+"""Reports rendered from real villin runs: two that complete, one that blows up; number check and findings."""
 
 from __future__ import annotations
 
@@ -10,27 +10,31 @@ from pathlib import Path
 import pytest
 
 from sciagent.errors import UserError
+from sciagent.report.attribution import check_text
+from sciagent.report.findings import FINDINGS_LABEL, findings
 from sciagent.report.models import (
     Adaptation,
     ConditionRecord,
     GuardrailChange,
     Provenance,
     StudyRecord,
+    VerdictOutlook,
 )
-from sciagent.report.numbers import (
-    allowed_numbers,
-    check_numbers,
-    find_numbers,
-    number_check,
-)
+from sciagent.report.numbers import find_numbers
 from sciagent.report.render import load_record, render_report
 from sciagent.report.tables import MISSING, condition_rows, display_cells, format_number
+from sciagent.report.values import study_values
 from sciagent.science.simulate import SimulationOutcome, simulate_and_analyze
 from sciagent.science.spec import MDSpec
 
 MODEL_ID = "meta-llama/Meta-Llama-3.1-8B-Instruct"
 WRONG = "9.876"  # an RMSD no run produced: three decimals, so nothing in the data matches by chance
-MINUS, TIMES, EN_DASH = "\u2212", "\u00d7", "\u2013"
+OUTLOOK = VerdictOutlook(
+    needed_production_ps=50.0,
+    estimated_wall_s=372.0,
+    command="sciagent run --budget 12m",
+    reason="too short: 0.4 ps of production, 50 ps needed",
+)
 QUICK = {
     "structure": "villin",
     "production_steps": 200,
@@ -108,6 +112,8 @@ def record(outcomes: dict[str, SimulationOutcome]) -> StudyRecord:
             f"{WRONG} Å.\n\nThe 600 K run failed; 2 of 3 conditions completed."
         ),
         interpretation_source="model",
+        budget_s=300.0,
+        outlook=OUTLOOK,
         provenance=Provenance(
             sciagent_version="0.1.0",
             openmm_version=failed.openmm_version,
@@ -182,16 +188,79 @@ def test_a_failed_condition_shows_dashes_not_zeros(report, outcomes) -> None:
 
 
 def test_the_wrong_number_is_flagged_and_the_right_one_is_not(report, record) -> None:
-    check = json.loads(report.results_json.read_text())["number_check"]
+    results = json.loads(report.results_json.read_text())
+    check = results["number_check"]
     assert [f["text"] for f in check["flagged"]] == [WRONG]
     assert check["checked"] == len(find_numbers(record.interpretation)) == 7
+    assert check["attribution"] == "the condition and metric each sentence names"
+    summary = "7 numbers checked against the condition and metric each sentence names; 1 flagged."
+    assert check["summary"] == summary and results["interpretation_set_aside"] is None
+    reason = check["flagged"][0]["reason"]
+    assert reason.startswith(f"{WRONG} matches no RMSD value of T300-r1 or T350-r1; nearest ")
     markdown, html = report.markdown.read_text(), report.html.read_text()
-    assert f"**{WRONG}**[^nd1]" in markdown and "[^nd1]: ⚠ not in the data" in markdown
-    assert f'<mark title="not in the data">{WRONG}</mark>' in html
+    assert f"**{WRONG}**[^nd1]" in markdown and f"[^nd1]: ⚠ {reason}" in markdown
+    assert f'<mark title="{reason}">{WRONG}</mark>' in html
     right = record.interpretation.split("RMSD was ")[1].split(" ")[0]
-    assert f'<mark title="not in the data">{right}' not in html and f"**{right}**" not in markdown
+    assert f">{right}</mark>" not in html and f"**{right}**" not in markdown
     for text in (markdown, html):
-        assert "Numbers checked against the data: 7; not found in the data: 1." in text
+        assert summary in text
+        assert f"Interpretation — model-written ({MODEL_ID})" in text  # a usable text is shown as such
+
+
+def _rmsd(outcomes: dict[str, SimulationOutcome], name: str) -> float:
+    analysis = outcomes[name].analysis
+    assert analysis is not None
+    return analysis.final_window_rmsd_mean_angstrom
+
+
+def test_a_value_of_another_condition_or_metric_is_flagged_with_why(record, outcomes) -> None:
+    pool = study_values(record)
+    cold, warm = _rmsd(outcomes, "T300-r1"), _rmsd(outcomes, "T350-r1")
+    written = format_number(cold)
+    assert written != format_number(warm)  # the two runs differ at the precision written
+    attributed = [
+        f"At 300 K the final-window backbone RMSD was {written} Å.",
+        f"T300-r1 reached a backbone RMSD of {written} Å.",
+        f"The lowest final-window RMSD was {written} Å.",  # no condition named: any condition's RMSD
+        f"At 300 K it settled at {written} Å.",  # no quantity named but the unit: RMSD or RMSF of T300-r1
+    ]
+    for sentence in attributed:
+        check = check_text(sentence, pool)
+        assert check.flagged == [] and check.attributed >= 1, sentence
+    misattributed = {
+        f"At 350 K the final-window backbone RMSD was {written} Å.": "RMSD value of T350-r1",
+        f"T350-r1 reached a backbone RMSD of {written} Å.": "RMSD value of T350-r1",
+        f"At 300 K the radius of gyration was {written} nm.": "radius of gyration value of T300-r1",
+    }
+    for sentence, scope in misattributed.items():
+        [flag] = check_text(sentence, pool).flagged
+        assert flag.text == written, sentence
+        assert flag.reason.startswith(f"{written} matches no {scope}; nearest "), sentence
+
+
+def test_differences_are_allowed_between_the_conditions_a_sentence_names(record, outcomes) -> None:
+    pool = study_values(record)
+    difference = format_number(abs(_rmsd(outcomes, "T350-r1") - _rmsd(outcomes, "T300-r1")))
+    compared = f"The backbone RMSD at 350 K was {difference} Å away from the one at 300 K."
+    assert check_text(compared, pool).flagged == []
+    alone = f"The backbone RMSD at 350 K was {difference} Å."
+    assert [f.text for f in check_text(alone, pool).flagged] == [difference]
+
+
+def test_study_values_tag_each_number_with_its_condition_and_metric(record) -> None:
+    pool = study_values(record)
+    row = condition_rows(record)[0]
+    tagged = {(v.field, v.condition): v for v in pool.values}
+    rmsd = tagged[("final_window_rmsd_mean_angstrom", "T300-r1")]
+    assert rmsd.value == row.final_window_rmsd_mean_angstrom and "RMSD" in rmsd.metrics
+    drift = tagged[("potential_energy_drift_kj_mol_per_ns", "T300-r1")]
+    assert drift.metrics == {"energy", "drift"}
+    assert tagged[("ns_per_day", "T300-r1")].metrics == {"speed"}
+    study = {v.value for v in pool.values if v.condition is None}
+    assert {3.0, 2.0, 1.0, 1200.0, 600.0, 12.25, 300.0, 5.0, 50.0} <= study  # counts, plan, budget ...
+    assert abs(row.temperature_deviation_k) in {v.value for v in pool.values}  # "105 K below the target"
+    assert 9.876 not in {v.value for v in pool.values}  # the interpretation vouches for nothing
+    assert pool.reference_k == 300.0
 
 
 def test_model_written_sections_are_labelled(report, record, tmp_path: Path) -> None:
@@ -245,80 +314,6 @@ def test_load_record_errors_say_what_is_wrong(tmp_path: Path) -> None:
         load_record(tmp_path / "bad.json")
 
 
-def test_allowed_numbers_hold_the_table_counts_and_plan_but_not_model_text(record) -> None:
-    allowed = allowed_numbers(record)
-    row = condition_rows(record)[0]
-    assert row.final_window_rmsd_mean_angstrom in allowed and row.ns_per_day in allowed
-    assert {3.0, 2.0, 1.0, 1200.0, 600.0, 12.25} <= allowed  # counts, guardrail, plan, wall time
-    assert abs(row.temperature_deviation_k) in allowed  # "105 K below the target"
-    assert 9.876 not in allowed
-
-
-# --- check_numbers: the matching rule ----------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("written", "flagged"),
-    [
-        ("0.47", False),  # 0.4708 rounds to 0.47
-        ("0.471", False),
-        ("0.4708", False),
-        ("0.5", False),
-        ("0.48", True),  # 0.4708 rounds to 0.47, not 0.48
-        ("0.4709", True),
-        ("0.470", True),  # three decimals claim 0.470 ± 0.0005
-        ("1", True),
-        ("0.125", False),  # exact tie with 0.1245 written half-up ...
-        ("0.124", False),  # ... or half-even: both pass
-    ],
-)
-def test_a_number_matches_when_the_value_rounds_to_it(written: str, flagged: bool) -> None:
-    assert bool(check_numbers(f"RMSD {written} Å", [0.4708, 0.1245])) is flagged
-
-
-def test_units_percentages_and_thousands() -> None:
-    allowed = [300.0, 0.9545, 1385.0, 0.05]
-    assert check_numbers("300 K, 300K, 95%, 95.45 %, 1,385 steps/s, 5% tolerance", allowed) == []
-    assert [f.text for f in check_numbers("96% and 1,386", allowed)] == ["96%", "1,386"]
-
-
-def test_negative_numbers_and_signs() -> None:
-    allowed = [-3682.65, -105.09]
-    assert check_numbers(f"E = -3682.6 kJ/mol, Δ {MINUS}105.1 K, {MINUS}3683", allowed) == []
-    flagged = check_numbers("3682.6 kJ/mol and +105.1 K", allowed)
-    assert [f.value for f in flagged] == [3682.6, 105.1]  # signs are checked here; allowed_numbers adds |v|
-
-
-def test_scientific_notation_counts_decimals_of_the_mantissa() -> None:
-    allowed = [0.00039999999999999996, 582.96]
-    numbers = find_numbers(f"4.0e-4 ns, 4e-4, 5.8{TIMES}10^2, 5.83 {TIMES} 10², 1.2E+03")
-    assert [(n.value, n.decimals) for n in numbers[:3]] == [
-        (pytest.approx(4e-4), 5),
-        (pytest.approx(4e-4), 4),
-        (pytest.approx(580.0), -1),
-    ]
-    assert [
-        f.text for f in check_numbers(f"4.0e-4 ns, 4e-4, 5.8{TIMES}10^2, 5.83 {TIMES} 10², 1.2E+03", allowed)
-    ] == ["1.2E+03"]
-
-
-def test_ranges_are_two_numbers() -> None:
-    for text in (f"1.2{EN_DASH}1.5 Å", "1.2-1.5 Å", "1.2 to 1.5 Å", "between 1.2 and 1.5"):
-        assert [n.value for n in find_numbers(text)] == [1.2, 1.5], text
-    assert [f.text for f in check_numbers(f"RMSD 1.2{EN_DASH}1.6 Å", [1.2, 1.5])] == ["1.6"]
-
-
-def test_identifiers_versions_and_list_markers_are_not_checked() -> None:
-    text = "1. T300-r1 in H2O with OpenMM 8.6.1\n2) the rest\n  3. item\nfootnote[^1]"
-    assert find_numbers(text) == []
-
-
-def test_small_integers_are_checked_too() -> None:
-    check = number_check("3 conditions, 2 completed, 4 replicas", [3.0, 2.0])
-    assert check.checked == 3 and [f.text for f in check.flagged] == ["4"]
-    assert check.flagged[0].nearest == 3.0
-
-
 def test_format_number_rounds_only_for_display() -> None:
     assert format_number(None) == MISSING
     assert format_number(0.0) == "0"  # a measured zero stays a zero; only None is "—"
@@ -353,3 +348,100 @@ def test_not_run_and_unanalysed_conditions_have_no_numbers(record, outcomes) -> 
     assert rows[1].note == "budget spent"
     for cells in analysed_cells:
         assert cells["Final-window backbone RMSD (Å)"] == cells["Verdict"] == cells["SS retention"] == MISSING
+
+
+# --- findings, set-aside model text, the verdict outlook ------------------------------------------
+
+
+def test_findings_say_what_each_temperature_did_with_the_analysis_numbers(record, outcomes) -> None:
+    sentences = findings(record)
+    for name, temperature in (("T300-r1", "300"), ("T350-r1", "350")):
+        analysis = outcomes[name].analysis
+        assert analysis is not None
+        [sentence] = [s for s in sentences if s.startswith(f"At {temperature} K ({name})")]
+        rmsd, retention = analysis.final_window_rmsd_mean_angstrom, analysis.secondary_structure.retention
+        assert f"the verdict was {analysis.assessment.verdict} (" in sentence
+        assert f"final-window backbone RMSD {format_number(rmsd)} Å" in sentence
+        assert f"secondary-structure retention {format_number(retention)}" in sentence
+        production_ps = outcomes[name].result.simulated_ns * 1000.0
+        assert f"over {format_number(production_ps)} ps of production" in sentence
+    failed = outcomes["T600-r1"].result
+    assert f"At 600 K (T600-r1) the run failed (instability): {failed.message}." in sentences
+    cold, warm = _rmsd(outcomes, "T300-r1"), _rmsd(outcomes, "T350-r1")
+    change = "higher" if warm > cold else "lower"
+    [comparison] = [s for s in sentences if s.startswith("Compared with the reference")]
+    assert comparison.startswith("Compared with the reference at 300 K (T300-r1), at 350 K (T350-r1) ")
+    assert (
+        f"the final-window backbone RMSD was {format_number(abs(warm - cold))} Å {change} "
+        f"({format_number(warm)} vs {format_number(cold)} Å)"
+    ) in comparison
+
+
+def test_findings_pass_the_attribution_check(record) -> None:
+    pool = study_values(record)
+    sentences = findings(record)
+    for sentence in sentences:  # each on its own, so no sentence leans on another's conditions
+        check = check_text(sentence, pool)
+        assert check.flagged == [], (sentence, check.flagged)
+    together = check_text(" ".join(sentences), pool)
+    assert together.flagged == [] and together.attributed >= 8
+
+
+def _sections(markdown: str) -> dict[str, str]:
+    """The report's level-2 sections by title."""
+    parts = re.split(r"^## (.+)$", markdown, flags=re.MULTILINE)
+    return dict(zip(parts[1::2], parts[2::2], strict=True))
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("The protein stayed folded at every temperature. " * 5, "repeated one sentence 5 times"),
+        (
+            "The villin headpiece is a fast-folding helical domain, which is why it is a popular model "
+            "system for simulations of protein folding.",
+            "cites no value computed in the study",
+        ),
+        ("Looks stable.", "is trivially short, 2 words"),
+    ],
+)
+def test_a_degenerate_interpretation_is_set_aside_for_the_findings(
+    record, tmp_path: Path, text: str, why: str
+) -> None:
+    files = render_report(record.model_copy(update={"interpretation": text.strip()}), tmp_path)
+    results = json.loads(files.results_json.read_text())
+    assert results["interpretation_set_aside"].startswith(why)
+    assert results["findings"] == findings(record)
+    sections = _sections(files.markdown.read_text())
+    assert f"*{FINDINGS_LABEL.capitalize()}.*" in sections["Findings"]
+    assert all(f"- {sentence}" in sections["Findings"] for sentence in findings(record))
+    assert f"The model's interpretation was set aside: it {why}" in sections["Interpretation"]
+    assert "Interpretation — model-written" not in sections["Interpretation"]
+    appendix = sections["Appendix: the model's interpretation, set aside"]
+    assert f"Interpretation — model-written ({MODEL_ID}), not used" in appendix
+    assert " ".join(text.split()[:4]) in appendix
+    html = unescape(files.html.read_text())
+    before, after = html.split("<h2>Appendix: the model's interpretation, set aside</h2>")
+    assert f"The model's interpretation was set aside: it {why}" in before
+    assert "Interpretation — model-written" not in before and "Interpretation — model-written" in after
+    assert f"Findings — {FINDINGS_LABEL}" in before
+
+
+def test_a_degenerate_rationale_is_not_shown_as_one(record, tmp_path: Path) -> None:
+    files = render_report(record.model_copy(update={"rationale": "false"}), tmp_path)
+    statement = "the model gave no usable rationale: 'false' (it is trivially short, 1 word)"
+    for text in (files.markdown.read_text(), unescape(files.html.read_text())):
+        assert statement in text
+        assert "Rationale — model-written" not in text
+
+
+def test_the_outlook_says_how_long_runs_must_be_and_the_command(report, record, tmp_path: Path) -> None:
+    sentence = (
+        "No verdict was possible within the budget (too short: 0.4 ps of production, 50 ps needed): runs "
+        "of at least 50 ps are needed (about 6 min at the measured speed)."
+    )
+    markdown, html = report.markdown.read_text(), unescape(report.html.read_text())
+    assert f"**{sentence}** To get one: `sciagent run --budget 12m`" in markdown
+    assert f"<strong>{sentence}</strong> To get one: <code>sciagent run --budget 12m</code>" in html
+    without = render_report(record.model_copy(update={"outlook": None}), tmp_path)
+    assert "No verdict was possible within the budget" not in without.markdown.read_text()

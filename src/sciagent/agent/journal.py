@@ -35,6 +35,7 @@ from typing import Any
 
 from sciagent.agent.journal_rows import (
     EVENT_LEVELS,
+    MIGRATIONS,
     RUN_STATUSES,
     SCHEMA,
     SCHEMA_VERSION,
@@ -142,15 +143,20 @@ class Journal:
         return cls(Path(workspace) / JOURNAL_FILENAME)
 
     def _ensure_schema(self) -> None:
+        """Create the tables in a new file, or migrate an older file's schema to ``SCHEMA_VERSION``."""
         # Read first without the write lock, so `sciagent show` opens without waiting on a busy run.
         version = self._conn.execute("PRAGMA user_version").fetchone()[0]
-        if version == 0:
+        if version < SCHEMA_VERSION:
             with self.transaction():  # two processes may race to create it: re-read under the lock
-                if self._conn.execute("PRAGMA user_version").fetchone()[0] == 0:
-                    # One statement at a time: executescript() would COMMIT and leave our transaction.
-                    for statement in filter(str.strip, SCHEMA.split(";")):
-                        self._conn.execute(statement)
-                    self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+                # One statement at a time: executescript() would COMMIT and leave our transaction.
+                if version == 0:
+                    statements: list[str] = [s for s in SCHEMA.split(";") if s.strip()]
+                else:
+                    statements = [s for v in range(version, SCHEMA_VERSION) for s in MIGRATIONS[v]]
+                for statement in statements:
+                    self._conn.execute(statement)
+                self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         elif version > SCHEMA_VERSION:
             raise UserError(
                 f"{self.path} has journal schema v{version}, this sciagent reads up to"

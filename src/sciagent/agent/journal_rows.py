@@ -24,8 +24,9 @@ TASK_STATUSES: tuple[str, ...] = get_args(TaskStatus)
 CALL_OUTCOMES: tuple[str, ...] = get_args(CallOutcome)
 EVENT_LEVELS: tuple[str, ...] = get_args(EventLevel)
 
-# Bump with every change to SCHEMA, and teach Journal to migrate older files.
-SCHEMA_VERSION = 1
+# Bump with every change to SCHEMA, and add the statements that bring the previous version's files up
+# to it to MIGRATIONS.
+SCHEMA_VERSION = 2
 
 # Lines longer than this are cut in one-line descriptions; the full text stays in the journal.
 _DESCRIPTION_LIMIT = 160
@@ -101,9 +102,10 @@ class ModelCall:
         model_id: the model name the endpoint reported (or was asked for, if it never answered).
         prompt_digest: sha256 of the messages (``digest_messages``): identical prompts are recognisable
             without storing them, so the journal does not grow with every repeated context.
-        latency_s: wall time of the request, retries of the transport included.
-        prompt_tokens: tokens the endpoint counted in the prompt (None if it did not say).
-        completion_tokens: tokens in the reply (None if it did not say).
+        latency_s: wall time of the request, retries of the transport included; None when no response
+            came back (a failed request, a fallback), so an unknown time is never shown as 0 s.
+        prompt_tokens: tokens the endpoint counted in the prompt (None if it did not say or never answered).
+        completion_tokens: tokens in the reply (None if it did not say or never answered).
         raw_reply: the reply exactly as received, so a bad answer can be inspected later.
         outcome: ``valid`` (validated and used), ``invalid`` (failed validation; the model was re-asked),
             ``fallback`` (the documented fallback was used instead), ``error`` (the request itself failed).
@@ -114,7 +116,7 @@ class ModelCall:
     purpose: str
     model_id: str
     prompt_digest: str
-    latency_s: float
+    latency_s: float | None
     prompt_tokens: int | None
     completion_tokens: int | None
     raw_reply: str
@@ -126,7 +128,7 @@ class ModelCall:
         check_choice("ModelCall.outcome", self.outcome, CALL_OUTCOMES)
         if self.attempt < 1:
             raise ValueError(f"ModelCall.attempt counts from 1, not {self.attempt}")
-        if self.latency_s < 0:
+        if self.latency_s is not None and self.latency_s < 0:
             raise ValueError(f"ModelCall.latency_s cannot be negative ({self.latency_s})")
 
 
@@ -141,18 +143,24 @@ class ModelCallRow:
     call: ModelCall
 
     def describe(self) -> str:
+        """One line: purpose, model, latency, tokens and attempt; unknown values say so, never 0."""
         call = self.call
-        tokens = (
-            f"{call.prompt_tokens or 0}+{call.completion_tokens or 0} tokens"
-            if call.prompt_tokens is not None or call.completion_tokens is not None
-            else "tokens n/a"
-        )
-        text = (
-            f"{call.purpose} · {call.model_id} · {call.latency_s:.2f} s · {tokens} · attempt {call.attempt}"
-        )
+        if call.outcome == "fallback":
+            text = f"{call.purpose} · fallback: no model call"
+        else:
+            latency = "latency unknown" if call.latency_s is None else f"{call.latency_s:.2f} s"
+            text = f"{call.purpose} · {call.model_id} · {latency} · {_tokens(call)} · attempt {call.attempt}"
         if call.error:
             text += f" · {call.error}"
         return one_line(text)
+
+
+def _tokens(call: ModelCall) -> str:
+    """``120+30 tokens``; ``?`` for a count the endpoint did not give; ``tokens unknown`` for neither."""
+    if call.prompt_tokens is None and call.completion_tokens is None:
+        return "tokens unknown"
+    counts = ("?" if n is None else str(n) for n in (call.prompt_tokens, call.completion_tokens))
+    return "+".join(counts) + " tokens"
 
 
 @dataclass(frozen=True)
@@ -226,7 +234,28 @@ class TimelineEntry:
     row_id: int
 
 
-SCHEMA = """
+def _model_calls_table(name: str) -> str:
+    """The model-call table's definition, under ``name`` (a migration builds it beside the old one)."""
+    return f"""
+CREATE TABLE {name} (
+    id INTEGER PRIMARY KEY,
+    run_id TEXT NOT NULL REFERENCES runs(id),
+    step_id INTEGER REFERENCES steps(id),
+    purpose TEXT NOT NULL,
+    model_id TEXT NOT NULL,
+    prompt_digest TEXT NOT NULL,
+    latency_s REAL,
+    prompt_tokens INTEGER,
+    completion_tokens INTEGER,
+    raw_reply TEXT NOT NULL,
+    outcome TEXT NOT NULL CHECK (outcome IN ('valid', 'invalid', 'fallback', 'error')),
+    error TEXT,
+    attempt INTEGER NOT NULL,
+    created_at TEXT NOT NULL
+)"""
+
+
+SCHEMA = f"""
 CREATE TABLE runs (
     id TEXT PRIMARY KEY,
     goal TEXT NOT NULL,
@@ -247,22 +276,7 @@ CREATE TABLE steps (
     started_at TEXT NOT NULL,
     finished_at TEXT
 );
-CREATE TABLE model_calls (
-    id INTEGER PRIMARY KEY,
-    run_id TEXT NOT NULL REFERENCES runs(id),
-    step_id INTEGER REFERENCES steps(id),
-    purpose TEXT NOT NULL,
-    model_id TEXT NOT NULL,
-    prompt_digest TEXT NOT NULL,
-    latency_s REAL NOT NULL,
-    prompt_tokens INTEGER,
-    completion_tokens INTEGER,
-    raw_reply TEXT NOT NULL,
-    outcome TEXT NOT NULL CHECK (outcome IN ('valid', 'invalid', 'fallback', 'error')),
-    error TEXT,
-    attempt INTEGER NOT NULL,
-    created_at TEXT NOT NULL
-);
+{_model_calls_table("model_calls")};
 CREATE TABLE tasks (
     id INTEGER PRIMARY KEY,
     run_id TEXT NOT NULL REFERENCES runs(id),
@@ -302,3 +316,19 @@ CREATE INDEX model_calls_by_run ON model_calls (run_id);
 CREATE INDEX events_by_run ON events (run_id);
 CREATE INDEX artifacts_by_run ON artifacts (run_id);
 """
+
+# Statements that bring a file of schema version N (the key) to N + 1, run in one transaction.
+# 1 -> 2: model_calls.latency_s may be NULL (no response, so no latency). SQLite cannot drop a NOT NULL
+# constraint in place, so the table is rebuilt; the rows that version 1 wrote as 0 s and 0+0 tokens for
+# calls that never reached the model (fallbacks and failed requests) become unknown, as now written.
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (
+        _model_calls_table("model_calls_v2"),
+        "INSERT INTO model_calls_v2 SELECT * FROM model_calls",
+        "UPDATE model_calls_v2 SET latency_s = NULL, prompt_tokens = NULL, completion_tokens = NULL"
+        " WHERE outcome IN ('fallback', 'error') AND latency_s = 0",
+        "DROP TABLE model_calls",
+        "ALTER TABLE model_calls_v2 RENAME TO model_calls",
+        "CREATE INDEX model_calls_by_run ON model_calls (run_id)",
+    ),
+}

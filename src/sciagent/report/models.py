@@ -66,6 +66,19 @@ class Provenance(BaseModel):
     finished_at: str | None = None
 
 
+class VerdictOutlook(BaseModel):
+    """What it would take to get a verdict the budget did not allow, filled by the workflow.
+
+    The workflow knows the measured speed and why the runs were inconclusive; the report only says it,
+    so a reader who got "inconclusive" also gets the length and the command that would decide it.
+    """
+
+    needed_production_ps: float  # production length per run that the verdict criteria need
+    estimated_wall_s: float  # wall time of the whole study at that length, at the measured speed
+    command: str  # the exact command line that would run it, e.g. "sciagent run --budget 12m"
+    reason: str  # why no verdict was possible, e.g. "still drifting after 20 ps"
+
+
 class StudyRecord(BaseModel):
     """Everything a report shows about one study."""
 
@@ -81,3 +94,5 @@ class StudyRecord(BaseModel):
     interpretation: str | None = None  # model-written; numbers in it are checked against the table
     interpretation_source: Source | None = None
     provenance: Provenance
+    budget_s: float | None = None  # the study's wall-time budget; None in records made before it was kept
+    outlook: VerdictOutlook | None = None  # set when a verdict needs more than the budget allowed

@@ -23,6 +23,7 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from sciagent.atomic import write_atomic
 from sciagent.report.models import ConditionRecord, StudyRecord
 
 _COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
@@ -88,7 +89,7 @@ def make_plots(record: StudyRecord, plots_dir: Path) -> PlotSet:
             continue
         png = _render(title, ylabel, series)
         path = plots_dir / f"{name}.png"
-        _write_bytes_atomic(path, png)
+        write_atomic(path, png)
         result.plots.append(Plot(name=name, title=title, png=png, path=path))
     return result
 
@@ -158,9 +159,3 @@ def _render(title: str, ylabel: str, series: list[Series]) -> bytes:
     buffer = io.BytesIO()
     FigureCanvasAgg(figure).print_png(buffer)
     return buffer.getvalue()
-
-
-def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)

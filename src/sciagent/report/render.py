@@ -1,9 +1,12 @@
 """Render a study into ``report.md``, a self-contained ``report.html`` and ``results.json``.
 
-Both documents are filled from one context built here, from the rows of ``tables.py`` and the number
-check of ``numbers.py``, so they say the same things; jinja2 templates in ``templates/`` hold the
-layout. The HTML escapes everything (model-written text included) and embeds the plots as base64
-PNG, so it can be mailed or archived as one file. ``results.json`` holds the whole record, so
+Both documents are filled from one context built here, from the rows of ``tables.py``, the findings of
+``findings.py``, the number check of ``attribution.py`` and the degeneracy tests of ``quality.py``, so
+they say the same things; jinja2 templates in ``templates/`` hold the layout. A model text that is
+degenerate (a loop, a non-answer) is not shown as what it claims to be: the report says why it was set
+aside and keeps it in an appendix; the computed findings are there either way. The HTML escapes
+everything (model-written text included) and embeds the plots as base64 PNG, so it can be mailed or
+archived as one file. ``results.json`` holds the whole record, so
 ``load_record`` and ``render_report`` can re-render a report later from that file alone.
 """
 
@@ -17,10 +20,14 @@ from typing import Any
 import jinja2
 from pydantic import ValidationError
 
+from sciagent.atomic import write_atomic
 from sciagent.errors import UserError
-from sciagent.report.models import Adaptation, StudyRecord
-from sciagent.report.numbers import NumberCheck, allowed_numbers, number_check, segments
+from sciagent.report.attribution import NumberCheck, check_text
+from sciagent.report.findings import FINDINGS_LABEL, findings
+from sciagent.report.models import Adaptation, StudyRecord, VerdictOutlook
+from sciagent.report.numbers import segments
 from sciagent.report.plots import PlotSet, make_plots
+from sciagent.report.quality import RATIONALE_MIN_WORDS, degeneracy, interpretation_degeneracy, quoted
 from sciagent.report.tables import (
     DISPLAY_SIGNIFICANT_DIGITS,
     MISSING,
@@ -32,7 +39,7 @@ from sciagent.report.tables import (
     format_number,
     status_text,
 )
-from sciagent.science.outputs import write_text_atomic
+from sciagent.report.values import study_values
 
 FALLBACK_LABEL = "fallback plan (no model answer validated)"
 DISPLAY_NOTE = (
@@ -70,23 +77,35 @@ def render_report(record: StudyRecord, out_dir: Path) -> ReportFiles:
         results_json=out_dir / "results.json",
         plots={plot.name: plot.path for plot in plots.plots},
     )
-    write_text_atomic(files.markdown, _environment(html=False).get_template("report.md.j2").render(context))
-    write_text_atomic(files.html, _environment(html=True).get_template("report.html.j2").render(context))
-    write_text_atomic(files.results_json, results_json_text(record, rows, check))
+    write_atomic(files.markdown, _environment(html=False).get_template("report.md.j2").render(context))
+    write_atomic(files.html, _environment(html=True).get_template("report.html.j2").render(context))
+    write_atomic(files.results_json, results_json_text(record, rows, check))
     return files
 
 
 def interpretation_check(record: StudyRecord) -> NumberCheck:
-    """The number check of the model's interpretation against everything the report shows."""
-    return number_check(record.interpretation or "", allowed_numbers(record))
+    """The attribution check of the interpretation: each number against what its sentence names."""
+    return check_text(record.interpretation or "", study_values(record))
+
+
+def interpretation_set_aside(record: StudyRecord, check: NumberCheck) -> str | None:
+    """Why the model's interpretation is not shown as one, or None (also for sciagent's fallback)."""
+    if record.interpretation_source != "model" or not record.interpretation:
+        return None
+    return interpretation_degeneracy(record.interpretation, check)
 
 
 def results_json_text(record: StudyRecord, rows: list[ConditionRow], check: NumberCheck) -> str:
-    """``results.json``: the record, the table rows and the number check; refuses NaN and infinity."""
+    """``results.json``: the record, the table rows, the findings and the number check.
+
+    Refuses NaN and infinity. Everything but the record is recomputed from it on every render.
+    """
     document = {
         "record": record.model_dump(mode="json"),
         "table": [row.model_dump(mode="json") for row in rows],
-        "number_check": check.model_dump(mode="json"),
+        "findings": findings(record),
+        "number_check": {**check.model_dump(mode="json"), "summary": check.summary()},
+        "interpretation_set_aside": interpretation_set_aside(record, check),
     }
     return json.dumps(document, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
 
@@ -130,32 +149,78 @@ def _context(
     """Everything the templates show, as display strings, so both formats print the same text."""
     model_label = f"model-written ({record.provenance.model_id})"
     interpretation = record.interpretation or ""
-    flagged = len(check.flagged)
     flagged_markdown, footnotes = _flag_markdown(interpretation, check)
+    set_aside = interpretation_set_aside(record, check)
     return {
         "record": record,
         "summary": _summary(rows),
         "plan_items": [(key, plain(value)) for key, value in record.plan.items()],
         "plan_label": model_label if record.plan_source == "model" else FALLBACK_LABEL,
+        "rationale": _rationale(record),
         "guardrails": [
             (c.field, plain(c.proposed), plain(c.applied), c.reason) for c in record.guardrail_changes
         ],
         "table_parts": _table_parts(rows),
         "display_note": DISPLAY_NOTE,
         "verdicts": [_verdict(row) for row in rows],
+        "outlook": _outlook(record.outlook) if record.outlook else None,
+        "findings": findings(record),
+        "findings_label": FINDINGS_LABEL,
         "plots": plots.plots,
         "plot_notes": plots.notes,
         "adaptations": [_adaptation_cells(a) for a in record.adaptations],
         "interpretation_label": _interpretation_label(record, model_label),
+        "interpretation_set_aside": (
+            f"The model's interpretation was set aside: it {set_aside}. The findings above are "
+            "computed; its text is in the appendix."
+            if set_aside
+            else None
+        ),
         "interpretation_segments": segments(interpretation, check.flagged),
         "interpretation_markdown": flagged_markdown,
         "interpretation_footnotes": footnotes,
-        "check_line": (
-            f"Numbers checked against the data: {check.checked}; not found in the data: {flagged}."
-        ),
+        "check_line": check.summary(),
         "check": check,
         "provenance": _provenance(record),
     }
+
+
+def _rationale(record: StudyRecord) -> dict[str, Any]:
+    """The plan's rationale, or, when the model's is degenerate, a statement that it gave none.
+
+    ``usable`` is False for a degenerate model rationale: the template then shows ``text`` as a
+    statement of sciagent's, not inside the model-written box.
+    """
+    text = record.rationale
+    if not text:
+        return {"usable": False, "text": "none recorded"}
+    if record.plan_source == "model":
+        reason = degeneracy(text, RATIONALE_MIN_WORDS)
+        if reason is not None:
+            statement = f"the model gave no usable rationale: {quoted(text)} (it {reason})"
+            return {"usable": False, "text": statement}
+    return {"usable": True, "text": text}
+
+
+def _outlook(outlook: VerdictOutlook) -> dict[str, str]:
+    """What a verdict would need, as a sentence, and the command that would get one."""
+    return {
+        "sentence": (
+            f"No verdict was possible within the budget ({outlook.reason}): runs of at least "
+            f"{format_number(outlook.needed_production_ps)} ps are needed (about "
+            f"{_about(outlook.estimated_wall_s)} at the measured speed)."
+        ),
+        "command": outlook.command,
+    }
+
+
+def _about(seconds: float) -> str:
+    """A rough wall time for people: "40 s", "6 min", "1.5 h"."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _table_parts(rows: list[ConditionRow]) -> list[dict[str, Any]]:
@@ -212,12 +277,11 @@ def _interpretation_label(record: StudyRecord, model_label: str) -> str:
 def _flag_markdown(text: str, check: NumberCheck) -> tuple[str, list[str]]:
     """The text with each flagged number in bold and a footnote mark, and the footnotes."""
     pieces, notes = [], []
-    for piece, flagged in segments(text, check.flagged):
-        if not flagged:
+    for piece, flag in segments(text, check.flagged):
+        if flag is None:
             pieces.append(piece)
             continue
-        number = check.flagged[len(notes)]
-        notes.append(f"[^nd{len(notes) + 1}]: ⚠ not in the data (nearest value: {plain(number.nearest)})")
+        notes.append(f"[^nd{len(notes) + 1}]: ⚠ {flag.reason}")
         pieces.append(f"**{piece}**[^nd{len(notes)}]")
     return "".join(pieces), notes
 
