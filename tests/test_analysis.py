@@ -16,19 +16,24 @@ import numpy as np
 import openmm.app as app
 import pytest
 from openmm import unit
+from scipy import stats
 
 from sciagent.science.analysis import (
     DEFAULT_THRESHOLDS,
     Analysis,
+    RmsdDrift,
     StabilityThresholds,
     analyze_trajectory,
     assess_stability,
+    rmsd_drift,
 )
+from sciagent.science.simulate import simulate_and_analyze
+from sciagent.science.spec import MDSpec
 
 VILLIN_PDB = Path(app.__file__).parent / "data" / "test.pdb"
 BACKBONE_NAMES = {"N", "CA", "C", "O"}
 PRODUCTION_START_PS = 100.0
-INTERVAL_PS = 2.0
+INTERVAL_PS = 5.0  # ten frames make the minimum production for a verdict, 50 ps
 TARGET_K = 300.0
 
 
@@ -131,7 +136,7 @@ def rotation(rng: np.random.Generator) -> np.ndarray:
     return q
 
 
-def test_identical_frames_give_zero_rmsd_rmsf_slope_and_full_retention(
+def test_identical_frames_give_zero_rmsd_rmsf_drift_and_full_retention(
     tmp_path: Path, protein_pdb: Path, protein: tuple[app.Topology, np.ndarray]
 ) -> None:
     topology, xyz = protein
@@ -140,7 +145,10 @@ def test_identical_frames_give_zero_rmsd_rmsf_slope_and_full_retention(
     assert result.frames == 12
     assert max(result.backbone_rmsd_angstrom) < 1e-3
     assert result.max_rmsf_angstrom < 1e-3
-    assert abs(result.final_window_rmsd_slope_angstrom_per_ns) < 1e-3
+    assert result.rmsd_drift is not None
+    assert abs(result.rmsd_drift.change_angstrom) < 1e-3
+    assert result.rmsd_drift.standard_error_angstrom < 1e-3
+    assert result.production_ps == pytest.approx(12 * INTERVAL_PS)
     assert result.final_window_rmsd_mean_angstrom < 1e-3
     assert result.secondary_structure.retention == 1.0
     assert result.secondary_structure.first == result.secondary_structure.last
@@ -148,7 +156,7 @@ def test_identical_frames_give_zero_rmsd_rmsf_slope_and_full_retention(
     assert result.time_ns == pytest.approx([INTERVAL_PS * (i + 1) / 1000.0 for i in range(12)])
     assert len(result.residue_labels) == len(result.ca_rmsf_angstrom) == 35
     assert result.residue_labels[:3] == ["LEU1", "SER2", "ASP3"]
-    assert result.assessment.verdict == "stable"
+    assert result.assessment.verdict == "stable" and result.assessment.failed == []
     assert result.thresholds == {k: float(v) for k, v in asdict(DEFAULT_THRESHOLDS).items()}
     json.dumps(result.model_dump(), allow_nan=False)  # plain, finite JSON
 
@@ -208,11 +216,17 @@ def test_scaled_frames_match_independent_rmsd_rg_and_rmsf(
     expected_rmsf = 10.0 * np.std(scales) * np.linalg.norm(ca - ca.mean(axis=0), axis=1)
     assert result.ca_rmsf_angstrom == pytest.approx(expected_rmsf, abs=2e-3)
 
-    # The last quarter (3 frames) has scales 1.06, 1.08, 1.10: RMSD rises linearly in time.
-    window_scales = scales[-3:]
-    window_time_ns = np.array(result.time_ns[-3:])
-    planted_slope = np.polyfit(window_time_ns, (window_scales - 1.0) * spread_angstrom, 1)[0]
-    assert result.final_window_rmsd_slope_angstrom_per_ns == pytest.approx(planted_slope, rel=1e-3)
+    # The drift window is the last 6 frames (half of 11, rounded up), scales 1.00 to 1.10: RMSD rises
+    # linearly in time, so the line through the block means is the planted line. The 5 blocks hold
+    # frames {5, 6}, {7}, {8}, {9}, {10}: the first block's mid-time is between frames 5 and 6.
+    time_ns = np.array(result.time_ns)
+    planted_slope = np.polyfit(time_ns[5:], (scales[5:] - 1.0) * spread_angstrom, 1)[0]
+    span_ns = time_ns[10] - (time_ns[5] + time_ns[6]) / 2
+    assert result.rmsd_drift is not None
+    assert result.rmsd_drift.blocks == 5
+    assert result.rmsd_drift.window_ps == pytest.approx(6 * INTERVAL_PS)
+    assert result.rmsd_drift.change_angstrom == pytest.approx(planted_slope * span_ns, rel=1e-3)
+    assert result.rmsd_drift.standard_error_angstrom < 1e-3  # a straight line: no scatter about it
 
 
 def test_energy_and_temperature_statistics_match_planted_values(
@@ -310,10 +324,16 @@ def test_production_before_its_start_is_rejected(
         analyze_trajectory(protein_pdb, dcd, state, production_start_ps=500.0, target_temperature_k=TARGET_K)
 
 
+def drift(change: float, standard_error: float) -> RmsdDrift:
+    """A drift over the default window of a 50 ps run (the last 25 ps, 5 blocks)."""
+    return RmsdDrift(window_ps=25.0, blocks=5, change_angstrom=change, standard_error_angstrom=standard_error)
+
+
 GOOD = {
-    "frames": 40,
+    "frames": 100,
+    "production_ps": 50.0,
     "final_window_rmsd_mean_angstrom": 1.5,
-    "final_window_rmsd_slope_angstrom_per_ns": 0.2,
+    "rmsd_drift": drift(0.1, 0.05),
     "ss_retention": 0.9,
     "mean_temperature_k": 301.0,
     "target_temperature_k": 300.0,
@@ -321,84 +341,103 @@ GOOD = {
 
 
 @pytest.mark.parametrize(
-    ("change", "verdict", "expected_reason"),
+    ("change", "verdict", "failed", "expected_reason"),
     [
-        ({}, "stable", None),
+        ({}, "stable", [], None),
         (
             {"final_window_rmsd_mean_angstrom": 3.5},
             "unstable",
+            ["fold lost"],
             "final-window mean backbone RMSD 3.5 Å (maximum 3 Å): fold lost",
         ),
         (
             {"ss_retention": 0.5},
             "unstable",
+            ["secondary structure lost"],
             "secondary-structure retention 0.5 (minimum 0.7): secondary structure lost",
         ),
-        ({"frames": 5}, "inconclusive", "production frames 5 (minimum 10): too short"),
         (
-            {"final_window_rmsd_slope_angstrom_per_ns": 2.5},
+            {"production_ps": 49.5},
             "inconclusive",
-            "final-window backbone RMSD slope 2.5 Å/ns (maximum |slope| 1 Å/ns): still drifting",
+            ["too short"],
+            "production 49.5 ps (minimum 50 ps): too short",
+        ),
+        ({"frames": 5}, "inconclusive", ["too short"], "production frames 5 (minimum 10): too short"),
+        (
+            {"rmsd_drift": None},
+            "inconclusive",
+            ["too short"],
+            "backbone RMSD drift: fewer than 3 frames in the drift window: too short",
         ),
         (
-            {"final_window_rmsd_slope_angstrom_per_ns": -2.5},
+            {"rmsd_drift": drift(0.9, 0.1)},
             "inconclusive",
-            "final-window backbone RMSD slope -2.5 Å/ns (maximum |slope| 1 Å/ns): still drifting",
+            ["still drifting"],
+            "backbone RMSD drift over the last 25 ps, 5 block means, 0.9 ± 0.1 Å (maximum |drift| 0.5 Å or"
+            " 3.18 standard errors, here 0.5 Å): still drifting",
         ),
+        ({"rmsd_drift": drift(-0.9, 0.1)}, "inconclusive", ["still drifting"], "-0.9 ± 0.1 Å"),
+        # Significant (40 standard errors) but small: a settled fold's breathing, not a trend.
+        ({"rmsd_drift": drift(0.4, 0.01)}, "stable", [], "here 0.5 Å): ok"),
+        # Large but within the noise: the limit is 3.18 standard errors, 1.3 Å.
+        ({"rmsd_drift": drift(0.9, 0.4)}, "stable", [], "here 1.3 Å): ok"),
         (
             {"mean_temperature_k": 320.0},
             "inconclusive",
+            ["thermostat did not equilibrate"],
             "mean temperature 320 K (target 300 K ± 5% (15 K)): thermostat did not equilibrate",
         ),
-        ({"mean_temperature_k": 280.0}, "inconclusive", "thermostat did not equilibrate"),
+        ({"mean_temperature_k": 280.0}, "inconclusive", ["thermostat did not equilibrate"], None),
         # The fold is lost: a longer run will not bring it back, so "unstable" wins over "inconclusive".
         (
-            {
-                "final_window_rmsd_mean_angstrom": 6.0,
-                "frames": 5,
-                "final_window_rmsd_slope_angstrom_per_ns": 9.0,
-            },
+            {"final_window_rmsd_mean_angstrom": 6.0, "frames": 5, "rmsd_drift": drift(4.0, 0.1)},
             "unstable",
+            ["too short", "fold lost", "still drifting"],
             "fold lost",
         ),
         (
             {"ss_retention": None},
             "stable",
+            [],
             "secondary-structure retention: not applicable (no helix or strand in the first frame)",
         ),
         # Limits are inclusive: exactly at a threshold passes.
         (
             {
+                "production_ps": 50.0,
                 "final_window_rmsd_mean_angstrom": 3.0,
                 "ss_retention": 0.7,
                 "frames": 10,
-                "final_window_rmsd_slope_angstrom_per_ns": 1.0,
+                "rmsd_drift": drift(0.5, 0.1),
                 "mean_temperature_k": 315.0,
             },
             "stable",
+            [],
             None,
         ),
     ],
 )
 def test_assess_stability_table(
-    change: dict[str, float | None], verdict: str, expected_reason: str | None
+    change: dict[str, object], verdict: str, failed: list[str], expected_reason: str | None
 ) -> None:
     assessment = assess_stability(**{**GOOD, **change})  # type: ignore[arg-type]
 
     assert assessment.verdict == verdict
-    assert len(assessment.reasons) == 5  # every criterion is reported, passed or not
-    if expected_reason is None:
+    assert assessment.failed == failed
+    assert len(assessment.reasons) == 6  # every criterion is reported, passed or not
+    if not failed and change.get("ss_retention", 0.0) is not None:
         assert all(r.endswith(": ok") for r in assessment.reasons)
-    else:
+    if expected_reason is not None:
         assert any(expected_reason in r for r in assessment.reasons), assessment.reasons
 
 
 def test_assess_stability_uses_given_thresholds() -> None:
-    strict = StabilityThresholds(rmsd_stable_max_angstrom=1.0)
+    strict = StabilityThresholds(rmsd_stable_max_angstrom=1.0, min_production_ps=100.0)
     assessment = assess_stability(**GOOD, thresholds=strict)  # type: ignore[arg-type]
 
     assert assessment.verdict == "unstable"
     assert "final-window mean backbone RMSD 1.5 Å (maximum 1 Å): fold lost" in assessment.reasons
+    assert "production 50 ps (minimum 100 ps): too short" in assessment.reasons
 
 
 @pytest.mark.parametrize(
@@ -406,13 +445,148 @@ def test_assess_stability_uses_given_thresholds() -> None:
     [
         {"final_window_fraction": 0.0},
         {"final_window_fraction": 1.5},
+        {"drift_window_fraction": 0.0},
         {"ss_retention_min": 1.2},
         {"rmsd_stable_max_angstrom": -1.0},
-        {"rmsd_drift_max_angstrom_per_ns": float("nan")},
+        {"min_production_ps": -1.0},
+        {"min_production_ps": float("inf")},
+        {"drift_significance": float("nan")},
+        {"drift_tolerance_angstrom": 0.0},
         {"temperature_tolerance_fraction": 0.0},
-        {"min_frames": 1},
+        {"drift_blocks": 2},
+        {"min_frames": 8},  # half of 8 frames cannot fill 5 blocks
     ],
 )
 def test_thresholds_reject_meaningless_values(bad: dict[str, float]) -> None:
     with pytest.raises(ValueError, match=next(iter(bad))):
         StabilityThresholds(**bad)  # type: ignore[arg-type]
+
+
+# Synthetic backbone RMSD series for the drift test: 100 frames every 0.5 ps (the default study's
+# 50 ps at report_interval 125 x 4 fs). The noise is what the 300 K villin run shows about its plateau:
+# a standard deviation of about 0.25 Å, correlated over about 2 ps (first-order autoregressive).
+FRAME_PS = 0.5
+TIME_NS = np.arange(1, 101) * FRAME_PS / 1000.0
+
+
+def breathing(rng: np.random.Generator, sigma: float = 0.25, correlation_ps: float = 2.0) -> np.ndarray:
+    """Stationary correlated noise, as a folded protein's RMSD fluctuates about its plateau."""
+    phi = math.exp(-FRAME_PS / correlation_ps)
+    noise = np.empty(len(TIME_NS))
+    noise[0] = rng.normal(0.0, sigma)
+    for i in range(1, len(noise)):
+        noise[i] = phi * noise[i - 1] + rng.normal(0.0, sigma * math.sqrt(1.0 - phi**2))
+    return noise
+
+
+def verdict_of(rmsd: np.ndarray) -> tuple[str, list[str]]:
+    """The verdict on an RMSD series of a 50 ps run, through the functions the real analysis uses."""
+    assessment = assess_stability(
+        **{
+            **GOOD,
+            "final_window_rmsd_mean_angstrom": float(np.mean(rmsd[-25:])),
+            "rmsd_drift": rmsd_drift(TIME_NS, rmsd),
+        }  # type: ignore[arg-type]
+    )
+    return assessment.verdict, assessment.failed
+
+
+def test_drift_matches_an_independent_regression_of_block_means() -> None:
+    rng = np.random.default_rng(11)
+    rmsd = 2.0 + 10.0 * TIME_NS + breathing(rng)
+    result = rmsd_drift(TIME_NS, rmsd)
+
+    # The last half, 50 frames, in 5 blocks of 10; scipy's regression through the block means.
+    block_t = TIME_NS[50:].reshape(5, 10).mean(axis=1)
+    block_r = rmsd[50:].reshape(5, 10).mean(axis=1)
+    fit = stats.linregress(block_t, block_r)
+    span_ns = block_t[-1] - block_t[0]
+    assert result is not None
+    assert (result.blocks, result.window_ps) == (5, pytest.approx(25.0))
+    assert result.change_angstrom == pytest.approx(fit.slope * span_ns, rel=1e-9)
+    assert result.standard_error_angstrom == pytest.approx(fit.stderr * span_ns, rel=1e-9)
+
+
+def test_drift_needs_three_blocks() -> None:
+    assert rmsd_drift(TIME_NS[:2], np.array([1.0, 2.0])) is None
+    three = rmsd_drift(TIME_NS[:3], np.array([1.0, 2.0, 3.0]))
+    assert three is not None and three.blocks == 3 and three.window_ps == pytest.approx(1.5)
+
+
+def test_noisy_plateau_of_the_minimum_length_is_stable() -> None:
+    verdict, failed = verdict_of(2.3 + breathing(np.random.default_rng(5)))
+    assert (verdict, failed) == ("stable", [])
+
+
+def test_a_plateau_is_rarely_and_a_steady_drift_mostly_called_drifting() -> None:
+    rng = np.random.default_rng(2024)
+    plateaus = [verdict_of(2.3 + breathing(rng)) for _ in range(200)]
+    # A fold slipping at 50 Å/ns, from 0.5 Å to 3 Å over the 50 ps: 1 Å between the drift window's
+    # first and last block, four times the noise, and still under the 3 Å of a lost fold.
+    drifts = [verdict_of(0.5 + 50.0 * TIME_NS + breathing(rng)) for _ in range(200)]
+
+    assert sum(v == ("stable", []) for v in plateaus) >= 190  # a false alarm at most 1 time in 20
+    assert sum(v == ("inconclusive", ["still drifting"]) for v in drifts) >= 160  # found 4 times in 5
+
+
+def test_production_length_is_read_from_the_clock_to_its_six_digits(
+    tmp_path: Path, protein_pdb: Path, protein: tuple[app.Topology, np.ndarray]
+) -> None:
+    topology, xyz = protein
+    start_ps = 1234.5649  # the clock writes 6 significant digits: the last frame reads 1284.56 ps
+    rows = [(float(f"{start_ps + INTERVAL_PS * (i + 1):.6g}"), -5000.0, -3000.0, TARGET_K) for i in range(10)]
+    dcd = write_dcd(tmp_path / "traj.dcd", topology, [xyz] * 10)
+    state = write_csv(tmp_path / "state.csv", rows)
+    result = analyze_trajectory(
+        protein_pdb, dcd, state, production_start_ps=start_ps, target_temperature_k=TARGET_K
+    )
+
+    assert rows[-1][0] == 1284.56
+    assert result.production_ps == 50.0  # 49.9951 from the rounded clock, a run of exactly 50 ps
+    assert result.assessment.verdict == "stable"
+
+
+def test_a_run_shorter_than_the_minimum_is_too_short(
+    tmp_path: Path, protein_pdb: Path, protein: tuple[app.Topology, np.ndarray]
+) -> None:
+    topology, xyz = protein
+    rows = [(PRODUCTION_START_PS + 4.0 * (i + 1), -5000.0, -3000.0, TARGET_K) for i in range(12)]
+    dcd = write_dcd(tmp_path / "traj.dcd", topology, [xyz] * 12)
+    state = write_csv(tmp_path / "state.csv", rows)
+    result = analyze_trajectory(
+        protein_pdb, dcd, state, production_start_ps=PRODUCTION_START_PS, target_temperature_k=TARGET_K
+    )
+
+    assert result.production_ps == pytest.approx(48.0)
+    assert (result.assessment.verdict, result.assessment.failed) == ("inconclusive", ["too short"])
+    assert "production 48 ps (minimum 50 ps): too short" in result.assessment.reasons
+
+
+@pytest.mark.slow
+def test_villin_at_300_k_for_the_minimum_production_is_stable(tmp_path: Path) -> None:
+    """The default study's reference condition: 50 ps at 300 K must pass every criterion.
+
+    Villin headpiece stays folded at room temperature far longer than 50 ps, so anything but "stable"
+    is a criterion that a well-behaved run of the minimum length cannot pass. About 2 minutes on 2 cores.
+    """
+    spec = MDSpec(
+        structure="villin",
+        temperature_k=300.0,
+        solvent="implicit",
+        forcefield="amber14",
+        timestep_fs=4.0,
+        hydrogen_mass_amu=3.0,
+        constraints="hbonds",
+        equilibration_steps=625,  # 2.5 ps
+        production_steps=12_500,  # 50 ps, the minimum for a verdict
+        report_interval=125,  # a frame every 0.5 ps: 100 frames
+        platform="CPU",
+    )
+    assert spec.production_steps * spec.timestep_fs / 1000.0 == DEFAULT_THRESHOLDS.min_production_ps
+    outcome = simulate_and_analyze(spec, tmp_path / "run")
+
+    assert outcome.result.ok, outcome.result.message
+    analysis = outcome.analysis
+    assert analysis is not None, outcome.analysis_error
+    assert (analysis.frames, analysis.production_ps) == (100, 50.0)
+    assert analysis.assessment.verdict == "stable", analysis.assessment.reasons

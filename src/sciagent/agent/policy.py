@@ -1,13 +1,13 @@
 """What to do after a simulation attempt: the retry policy by failure class, in one place.
 
-| outcome                                   | action                                           |
-| ----------------------------------------- | ------------------------------------------------ |
-| completed, RMSD still drifting at the end | EXTEND production, if the budget allows, once    |
-| completed otherwise                       | ACCEPT                                           |
-| failed / instability                      | ADAPT: the model (or the fallback) changes it    |
-| failed / platform, or the worker died     | RETRY from its checkpoint, with backoff          |
-| failed / setup                            | STOP that condition and report why               |
-| failed / timeout (the budget ran out)     | STOP; the checkpoint stays for a later resume    |
+| outcome                                          | action                                        |
+| ------------------------------------------------ | --------------------------------------------- |
+| completed, too short or RMSD still drifting      | EXTEND production, if the budget allows, once |
+| completed otherwise                              | ACCEPT                                        |
+| failed / instability                             | ADAPT: the model (or the fallback) changes it |
+| failed / platform, or the worker died            | RETRY from its checkpoint, with backoff       |
+| failed / setup                                   | STOP that condition and report why            |
+| failed / timeout (the budget ran out)            | STOP; the checkpoint stays for a later resume |
 
 Each retry has one owner: the workflow asks this module and counts attempts; executors never retry.
 """
@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+from sciagent.science.analysis import Failure
 from sciagent.science.simulate import SimulationOutcome
 
 
@@ -46,13 +47,22 @@ class RetryLimits:
 DEFAULT_RETRY_LIMITS = RetryLimits()
 
 
-def still_drifting(outcome: SimulationOutcome) -> bool:
-    """Whether the backbone RMSD was still changing faster than the analysis threshold at the end."""
+# Failed stability criteria that more production can settle: the analysis decides which failed.
+EXTENDABLE_FAILURES: frozenset[Failure] = frozenset({"too short", "still drifting"})
+
+
+def needs_longer_production(outcome: SimulationOutcome) -> bool:
+    """Whether a longer production could turn this run's "inconclusive" into a verdict.
+
+    True when the analysis found the run too short or its RMSD still drifting. An "unstable" run is
+    never extended: its fold is lost, and running longer will not bring it back. The rule for each
+    criterion lives in the analysis; this only reads which criteria failed.
+    """
     analysis = outcome.analysis
     if analysis is None:
         return False
-    limit = analysis.thresholds["rmsd_drift_max_angstrom_per_ns"]
-    return abs(analysis.final_window_rmsd_slope_angstrom_per_ns) > limit
+    assessment = analysis.assessment
+    return assessment.verdict == "inconclusive" and not EXTENDABLE_FAILURES.isdisjoint(assessment.failed)
 
 
 def next_action(outcome: SimulationOutcome | None, *, worker_lost: bool = False) -> Action:
@@ -61,7 +71,7 @@ def next_action(outcome: SimulationOutcome | None, *, worker_lost: bool = False)
         return Action.RETRY if worker_lost else Action.STOP
     result = outcome.result
     if result.ok:
-        return Action.EXTEND if still_drifting(outcome) else Action.ACCEPT
+        return Action.EXTEND if needs_longer_production(outcome) else Action.ACCEPT
     return {
         "instability": Action.ADAPT,
         "platform": Action.RETRY,
