@@ -19,6 +19,7 @@ Scripted replies are consumed in order, one per request to their path (``/v1/cha
 unless ``script(..., path=...)`` says otherwise). A reply is built with one of the helpers:
 ``text_reply``, ``tool_call_reply``, ``json_reply``, ``status_reply``, ``slow_reply`` (a delay before
 replying) or ``drop_connection`` (the request is read, then the socket is closed with no answer).
+``respond(fn)`` answers the chat requests that the script leaves unanswered with ``fn(request)``.
 
 With nothing scripted, ``GET /v1/models`` lists ``server.models``; a chat completion gets HTTP 418
 with a message saying the script ran out (a 4xx, so clients do not retry it and the test fails
@@ -35,6 +36,7 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -139,6 +141,7 @@ class OpenAIServer:
         self.models = list(models) if models is not None else ["test-model"]
         self.requests: list[RecordedRequest] = []
         self._queues: dict[str, deque[Reply]] = {}
+        self._responder: Callable[[RecordedRequest], Reply] | None = None
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
         self._httpd.daemon_threads = True  # a slow reply must not hold up shutdown
@@ -158,6 +161,15 @@ class OpenAIServer:
         """Queue ``replies`` for requests to ``path``, after any already queued."""
         with self._lock:
             self._queues.setdefault(path, deque()).extend(replies)
+
+    def respond(self, responder: Callable[[RecordedRequest], Reply]) -> None:
+        """Answer chat requests that find no scripted reply with ``responder(request)``.
+
+        For clients whose requests come in an order a test cannot fix (a workflow killed and resumed
+        at random moments): the reply is chosen by what the request asks.
+        """
+        with self._lock:
+            self._responder = responder
 
     def pending(self, path: str = CHAT_PATH) -> int:
         """How many scripted replies for ``path`` have not been used yet."""
@@ -183,6 +195,9 @@ class OpenAIServer:
             queue = self._queues.get(request.path)
             if queue:
                 return queue.popleft()
+            responder = self._responder
+        if responder is not None and request.path == CHAT_PATH:
+            return responder(request)
         if request.method == "GET" and request.path == MODELS_PATH:
             data = [{"id": m, "object": "model", "created": 0, "owned_by": "test"} for m in self.models]
             return json_reply({"object": "list", "data": data})

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -119,3 +121,31 @@ def test_structures_lists_bundled_and_named_proteins(tmp_path: Path) -> None:
     assert completed.returncode == 0
     for text in ("villin", "ubiquitin", "1UBQ", "trp-cage", "1L2Y"):
         assert text in completed.stdout
+
+
+def test_a_malformed_config_file_is_one_line_naming_file_line_and_column(tmp_path: Path) -> None:
+    (tmp_path / "sciagent.toml").write_text('workspace = "runs"\n[llm.mine\nkind = "openai"\n')
+    completed = sciagent("runs", cwd=tmp_path)
+    assert completed.returncode == 2
+    line = _one_line_error(completed)
+    assert str((tmp_path / "sciagent.toml").resolve()) in line and "line 2, column 10" in line
+
+
+def test_a_bug_in_any_command_is_one_line_with_the_traceback_in_a_log(tmp_path: Path) -> None:
+    """A journal row edited by hand into invalid JSON makes ``sciagent show`` fail inside the json
+    module: not one of our errors, so one line names the log with the traceback, and the exit is 1."""
+    from sciagent.agent.journal import Journal
+
+    with Journal(tmp_path / "sciagent-runs" / "journal.sqlite") as journal:
+        run_id = journal.create_run("a goal", {})
+        journal.start_step(run_id, "plan", "model proposes the study")
+    with sqlite3.connect(tmp_path / "sciagent-runs" / "journal.sqlite") as connection:
+        connection.execute("UPDATE steps SET data = '{not json'")
+    env = {**os.environ, "XDG_STATE_HOME": str(tmp_path / "state"), "HOME": str(tmp_path)}
+    completed = subprocess.run([*SCIAGENT, "show", run_id], cwd=tmp_path, capture_output=True, text=True,
+                               timeout=120, env=env)  # fmt: skip
+    assert completed.returncode == 1
+    lines = completed.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("internal error: JSONDecodeError:"), completed.stderr
+    log = Path(lines[0].rsplit("(traceback in ", 1)[1].rstrip(")"))
+    assert tmp_path in log.parents and "Traceback (most recent call last)" in log.read_text()

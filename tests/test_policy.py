@@ -9,16 +9,11 @@ from __future__ import annotations
 import pytest
 
 from sciagent.agent.policy import Action, needs_longer_production, next_action
-from sciagent.science.analysis import (
-    Analysis,
-    RmsdDrift,
-    SecondaryStructure,
-    SeriesStats,
-    assess_stability,
-)
+from sciagent.science.analysis import Analysis, SecondaryStructure, SeriesStats
 from sciagent.science.md import MDResult
 from sciagent.science.simulate import SimulationOutcome
 from sciagent.science.spec import MDSpec
+from sciagent.science.stability import RmsdDrift, assess_stability
 
 SETTLED = RmsdDrift(window_ps=25.0, blocks=5, change_angstrom=0.1, standard_error_angstrom=0.05)
 DRIFTING = RmsdDrift(window_ps=25.0, blocks=5, change_angstrom=1.2, standard_error_angstrom=0.1)

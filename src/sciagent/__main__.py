@@ -1,5 +1,5 @@
 """``python -m sciagent`` runs the command-line interface."""
 
-from sciagent.cli import app
+from sciagent.cli import main
 
-app(prog_name="sciagent")
+main()

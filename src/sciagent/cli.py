@@ -14,11 +14,12 @@ import typer
 from pydantic import ValidationError
 
 from sciagent import cli_study
-from sciagent.cli_common import EXIT_BAD_INPUT, EXIT_FAILED, fail, load_settings
+from sciagent.cli_common import EXIT_BAD_INPUT, EXIT_FAILED, fail, fail_internal, load_settings
 from sciagent.cli_llm import auth_app, llm_app
 from sciagent.cli_sites import sites_app
 from sciagent.compute.sites import make_executor, resolve_site
 from sciagent.console import err_console, md_progress, out_console
+from sciagent.crash import record_internal_error
 from sciagent.errors import SciagentError, UserError
 from sciagent.science.simulate import SimulationOutcome, simulate_and_analyze
 from sciagent.science.spec import MDSpec
@@ -52,8 +53,19 @@ _FLAG_FOR_FIELD = {
 }
 
 
+def main() -> None:
+    """The ``sciagent`` entry point: the app, with any bug turned into one line and a log file."""
+    try:
+        app(prog_name="sciagent")
+    except Exception as exc:  # not ours: typer handled its own exits; ours became one-line errors
+        try:
+            fail_internal(record_internal_error(exc))
+        except typer.Exit as end:
+            sys.exit(end.exit_code)
+
+
 @app.callback()
-def main(
+def setup(
     log_level: Annotated[
         str, typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR", envvar="SCIAGENT_LOG_LEVEL")
     ] = "WARNING",
@@ -88,6 +100,13 @@ def simulate(
     no_constraints: Annotated[
         bool, typer.Option("--no-constraints", help="do not constrain bonds to H")
     ] = False,
+    remove_unknown_residues: Annotated[
+        bool,
+        typer.Option(
+            "--remove-unknown-residues",
+            help="remove residues the force field does not know from inside chains (splits the chain)",
+        ),
+    ] = False,
     platform: Annotated[str, typer.Option(help="auto, CPU, CUDA, OpenCL or HIP")] = "auto",
     seed: Annotated[int, typer.Option(help="random seed for velocities and thermostat")] = 1,
     report_interval: Annotated[int, typer.Option(help="steps between frames and CSV rows")] = 100,
@@ -113,6 +132,7 @@ def simulate(
         solvent=solvent,
         forcefield=forcefield,
         constraints="none" if no_constraints else "hbonds",
+        remove_unknown_residues=remove_unknown_residues,
         platform=platform,
         seed=seed,
         report_interval=min(report_interval, steps) if steps > 0 else report_interval,

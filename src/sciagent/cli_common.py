@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import sys
 from typing import NoReturn
 
 import typer
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10 reads TOML with tomli, as pydantic-settings does
+    import tomli as tomllib
 from pydantic import ValidationError
 from rich.markup import escape
 
-from sciagent.config import Settings
+from sciagent.config import Settings, config_file_error
 from sciagent.console import err_console
+from sciagent.errors import InternalError
 
 EXIT_FAILED = 1  # the work ran (or a service was reached) and failed
 EXIT_BAD_INPUT = 2  # nothing could start: the input, configuration or credentials are wrong
@@ -21,10 +28,18 @@ def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
     raise typer.Exit(code)
 
 
+def fail_internal(error: InternalError) -> NoReturn:
+    """Print a bug's one line (``internal error: <type>: <message> (traceback in <path>)``), exit 1."""
+    err_console.print(f"[bold red]{escape(str(error))}[/]", highlight=False, soft_wrap=True)
+    raise typer.Exit(EXIT_FAILED)
+
+
 def load_settings() -> Settings:
     """``Settings()``, or a one-line error naming the bad setting (never its value: it may be a secret)."""
     try:
         return Settings()
+    except tomllib.TOMLDecodeError as exc:
+        fail(f"{config_file_error(exc)}: fix the file, or move it away")
     except ValidationError as exc:
         error = exc.errors()[0]
         where = ".".join(str(part) for part in error["loc"]) or "settings"

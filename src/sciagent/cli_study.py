@@ -6,17 +6,17 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 
 from sciagent.agent.journal import Journal
-from sciagent.cli_common import EXIT_FAILED, fail, load_settings
+from sciagent.cli_common import EXIT_BAD_INPUT, EXIT_FAILED, fail, fail_internal, load_settings
 from sciagent.cli_runs import runs_table, timeline_table
 from sciagent.config import Settings
 from sciagent.console import err_console, out_console
 from sciagent.durations import parse_duration
-from sciagent.errors import SciagentError, UserError
+from sciagent.errors import InternalError, SciagentError, UserError
 from sciagent.workflows.md_stability import DEFAULT_GOAL
 from sciagent.workflows.runner import JOURNAL_FILE, RunOptions, StudyRun, resume_study, start_study
 
@@ -42,6 +42,20 @@ def run(
     max_simulation_time: Annotated[
         float | None, typer.Option("--max-simulation-time", help="seconds per simulation at most")
     ] = None,
+    allow_unconstrained: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unconstrained",
+            help="keep a plan's free bonds to hydrogen above 1 fs (expect blow-ups: tests recovery)",
+        ),
+    ] = False,
+    remove_unknown_residues: Annotated[
+        bool,
+        typer.Option(
+            "--remove-unknown-residues",
+            help="remove residues the force field does not know from inside chains (splits the chain)",
+        ),
+    ] = False,
     approve: ApproveOption = False,
     workspace: WorkspaceOption = None,
     as_json: JsonOption = False,
@@ -50,14 +64,19 @@ def run(
     settings = _settings(workspace)
     options = _options(llm, budget, approve, as_json, max_simulation_time, site or executor or "local")
     options.goal, options.structure = goal, structure or protein or "villin"
-    _finish(lambda: start_study(options, settings), as_json)
+    options.allow_unconstrained = allow_unconstrained
+    options.remove_unknown_residues = remove_unknown_residues
+    _finish(lambda: start_study(options, settings), options, as_json)
 
 
 def resume(
     run_id: Annotated[str, typer.Argument(help="the run id (or a unique prefix), see `sciagent runs`")],
     llm: LlmOption = None,
     site: Annotated[str | None, typer.Option("--site", help="default: the run's own site")] = None,
-    budget: BudgetOption = "5m",
+    budget: Annotated[
+        str | None,
+        typer.Option("--budget", help="time it may take from now on (default: what the run had left)"),
+    ] = None,
     approve: ApproveOption = False,
     workspace: WorkspaceOption = None,
     as_json: JsonOption = False,
@@ -65,7 +84,7 @@ def resume(
     """Continue an interrupted study: finished simulations are kept, interrupted ones resume."""
     settings = _settings(workspace)
     options = _options(llm, budget, approve, as_json, None, site or "")
-    _finish(lambda: resume_study(run_id, options, settings), as_json)
+    _finish(lambda: resume_study(run_id, options, settings), options, as_json)
 
 
 def runs(workspace: WorkspaceOption = None) -> None:
@@ -120,14 +139,14 @@ def _journal(settings: Settings) -> Journal:
 
 def _options(
     llm: str | None,
-    budget: str,
+    budget: str | None,
     approve: bool,
     as_json: bool,
     max_simulation_time: float | None,
     site: str,
 ) -> RunOptions:
     try:
-        budget_s = parse_duration(budget)
+        budget_s = parse_duration(budget) if budget is not None else None
     except ValueError as exc:
         fail(f"invalid --budget: {exc}")
     if approve and not sys.stdin.isatty():
@@ -139,9 +158,14 @@ def _options(
         site=site,
         budget_s=budget_s,
         max_simulation_time_s=max_simulation_time,
-        approve=(lambda question: typer.confirm(question, default=True)) if approve else None,
+        approve=_ask if approve else None,
         notify=_notify_json if as_json else _notify,
     )
+
+
+def _ask(question: str) -> bool:
+    """Ask on the terminal; the question goes to stderr so that stdout keeps only the result."""
+    return typer.confirm(question, default=True, err=True)
 
 
 def _notify(phase: str, message: str) -> None:
@@ -152,21 +176,26 @@ def _notify_json(phase: str, message: str) -> None:
     print(f"{phase}: {message}", file=sys.stderr, flush=True)
 
 
-def _finish(work: Callable[[], StudyRun], as_json: bool) -> None:
+def _finish(work: Callable[[], StudyRun], options: RunOptions, as_json: bool) -> None:
+    """Run the study and end the command: 0 only when every condition completed, 1 when any did not
+    (the summary names them) or the run failed, 2 for bad input; ``--json`` prints one object always."""
     try:
         study = work()
+    except InternalError as exc:
+        if as_json:
+            _print_error_json(options, str(exc), EXIT_FAILED)
+        fail_internal(exc)
     except UserError as exc:
-        fail(str(exc))
+        _end_with_error(options, str(exc), EXIT_BAD_INPUT, as_json)
     except SciagentError as exc:
-        fail(str(exc), EXIT_FAILED)
+        _end_with_error(options, str(exc), EXIT_FAILED, as_json)
     except KeyboardInterrupt:
-        fail("interrupted: `sciagent resume` continues the run", EXIT_FAILED)
-    run_dir = study.run_dir
-    failed = [c.name for c in study.state.conditions if c.status != "completed"]
+        _end_with_error(options, "interrupted: `sciagent resume` continues the run", EXIT_FAILED, as_json)
+    run_dir, unfinished = study.run_dir, study.unfinished
     summary = {
         "run_id": study.run_id,
-        "status": "completed" if not failed else "completed with failures",
-        "failed_conditions": failed,
+        "status": "completed" if not unfinished else "completed with failures",
+        "failed_conditions": unfinished,
         "report_html": str(run_dir / "report.html"),
         "report_md": str(run_dir / "report.md"),
         "results_json": str(run_dir / "results.json"),
@@ -176,3 +205,17 @@ def _finish(work: Callable[[], StudyRun], as_json: bool) -> None:
     else:
         for key, value in summary.items():
             out_console.print(f"{key}: {value}", highlight=False, soft_wrap=True)
+    if unfinished:
+        fail(f"not every condition completed: {', '.join(unfinished)} (see the report)", EXIT_FAILED)
+
+
+def _end_with_error(options: RunOptions, message: str, code: int, as_json: bool) -> NoReturn:
+    if as_json:
+        _print_error_json(options, message, code)
+    fail(message, code)
+
+
+def _print_error_json(options: RunOptions, message: str, code: int) -> None:
+    typer.echo(
+        json.dumps({"run_id": options.run_id, "status": "failed", "error": message, "exit_code": code})
+    )

@@ -6,10 +6,11 @@ environment (``SCIAGENT_*``) < CLI flags (applied by the CLI on top of a loaded 
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import platformdirs
-from pydantic import Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -17,13 +18,49 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10 reads TOML with tomli, as pydantic-settings does
+    import tomli as tomllib
+
 from sciagent.compute.sites import SiteConfig, overlay_builtin_sites
 from sciagent.llm.profiles import LLMProfile, overlay_builtin_profiles
+
+
+class StudySettings(BaseModel):
+    """``[study]``: how many second chances a study gives each condition (see ``agent/policy.py``)."""
+
+    transient_retries: int = Field(default=2, ge=0, le=10, description="re-runs after a lost worker")
+    adaptation_rounds: int = Field(default=2, ge=0, le=10, description="fixes tried after a blow-up")
+    extensions: int = Field(default=1, ge=0, le=10, description="longer runs when there is no verdict yet")
 
 
 def user_config_file() -> Path:
     """The per-user config file (it may not exist)."""
     return Path(platformdirs.user_config_dir("sciagent")) / "config.toml"
+
+
+def project_config_file() -> Path:
+    """The project's config file in the current directory (it may not exist)."""
+    return Path("sciagent.toml")
+
+
+def config_file_error(error: Exception) -> str:
+    """Name the config file that does not parse, with the line and column of the mistake.
+
+    pydantic-settings raises the TOML parser's error without the file name, so each file is parsed
+    again here to find the one at fault.
+    """
+    for path in (project_config_file(), user_config_file()):
+        if not path.is_file():
+            continue
+        try:
+            tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            return f"{path.resolve()} is not valid TOML: {exc}"
+        except (OSError, UnicodeDecodeError) as exc:
+            return f"{path} cannot be read: {exc}"
+    return f"a config file is not valid TOML: {error}"
 
 
 class Settings(BaseSettings):
@@ -32,7 +69,7 @@ class Settings(BaseSettings):
     ``llm`` holds the user's ``[llm.NAME]`` tables (added to, or laid over, the built-in profiles in
     ``sciagent.llm.profiles``); ``default_llm`` names the profile used when none is given.
     ``sites`` holds the user's ``[sites.NAME]`` tables, laid over the built-in sites of
-    ``sciagent.compute.sites`` in the same way.
+    ``sciagent.compute.sites`` in the same way. ``study`` holds the ``[study]`` retry limits.
     """
 
     # hide_input_in_errors: a misplaced API key in a config table must not be echoed by a validation error.
@@ -43,6 +80,7 @@ class Settings(BaseSettings):
     llm: dict[str, LLMProfile] = Field(default_factory=dict)
     default_llm: str = "embedded"
     sites: dict[str, SiteConfig] = Field(default_factory=dict)
+    study: StudySettings = Field(default_factory=StudySettings)
 
     @field_validator("llm", mode="before")
     @classmethod
@@ -68,6 +106,6 @@ class Settings(BaseSettings):
         return (
             init_settings,
             env_settings,
-            TomlConfigSettingsSource(settings_cls, Path("sciagent.toml")),
+            TomlConfigSettingsSource(settings_cls, project_config_file()),
             TomlConfigSettingsSource(settings_cls, user_config_file()),
         )

@@ -12,7 +12,8 @@ The tree (three families, so callers can tell who has to act):
     │   ├── ModelUnavailable the endpoint could not be reached or kept failing after the retries
     │   ├── ModelRequestError the endpoint refused the request (4xx other than auth): not retried
     │   └── StructuredOutputError the model's answers never validated; carries every raw reply
-    └── RunFailure           work was attempted and failed (carried in results, not raised across workers)
+    ├── RunFailure           work was attempted and failed (carried in results, not raised across workers)
+    └── InternalError        a bug: an exception that is none of the above; its traceback is in a log file
 
 Signals to the language model (retry with this message) join this tree with the agent layer.
 This module imports nothing so that ``science/`` can use it on a bare remote worker.
@@ -82,3 +83,17 @@ class RunFailure(SciagentError):
         super().__init__(message)
         self.failure_class = failure_class
         self.message = message
+
+
+class InternalError(SciagentError):
+    """An exception that is not one of ours reached a command: a bug, reported in one line.
+
+    Attributes:
+        type_name: the original exception's type.
+        log_path: the file holding the full traceback.
+    """
+
+    def __init__(self, type_name: str, message: str, log_path: str) -> None:
+        super().__init__(f"internal error: {type_name}: {message} (traceback in {log_path})")
+        self.type_name = type_name
+        self.log_path = log_path

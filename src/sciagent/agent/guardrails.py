@@ -1,41 +1,61 @@
-"""Guardrails: make a model's study plan physically sound and fit it to the compute budget.
+"""Guardrails: make a model's study plan physically sound, then fit it to the budget for a verdict.
 
 The model proposes; these rules dispose, and every change is returned as a ``GuardrailChange`` so the
-report can show what was changed and why. The rules:
+report can show what was changed and why.
 
-- temperatures come from the schema's enumerations (290-450 K); duplicates are merged; at most
-  ``max_conditions`` runs;
+``physical_checks`` (before any budget is considered):
+
+- temperatures come from the schema's enumerations (290-450 K); duplicates are merged;
 - a timestep above 2 fs needs hydrogen mass repartitioning (HMR), else it is lowered to 2 fs;
-- a production shorter than ``min_production_ps`` is lengthened to it;
-- a plan too expensive for even one minimal run gets cheaper, one step at a time (``cheaper_plan``):
-  explicit solvent becomes implicit, then a 1 fs timestep becomes 2 fs (bonds to H constrained);
-- the production length is cut so that every run, in as many waves as the workers need, finishes
-  within the budget at the measured speed; if even ``min_production_ps`` does not fit, replicas and
-  then the highest temperatures are dropped; if one short run does not fit, the study cannot run.
+- above 1 fs, bonds to hydrogen are constrained: an unconstrained 4 fs plan is a predictable blow-up,
+  not an experiment (``Limits.constrain_hydrogens_above_fs=None`` keeps it, to test recovery).
+
+``fit_plan`` fits for scientific adequacy first. Every run should get at least the production a
+stability verdict needs (``StabilityThresholds.min_production_ps`` in ``science/stability.py``: the one
+documented place). When the budget, or the per-simulation cap, cannot give every run that much:
+
+1. the plan gets cheaper, one step at a time (``cheaper_plan``): explicit solvent becomes implicit
+   (re-measured: another system), 1 fs becomes 2 fs, 2 fs becomes 4 fs with HMR (bonds to H
+   constrained throughout);
+2. only then are runs dropped: replicas first, then the mildest elevated temperatures, down to
+   ``min_conditions`` (a reference and one elevated temperature: fewer answers no thermal question);
+3. only then are runs made shorter than a verdict needs (``verdict_possible`` is False and the report
+   says how long they would have to be), down to ``floor_production_ps``, and then to a single run;
+4. if not even that fits, the study cannot run (a ``UserError`` naming ``--budget``).
+
+The production is then the model's length, or as much of it as fits: every run, in as many waves as
+the workers need, finishes within the budget at the measured speed, and none is planned longer than
+the per-simulation cap.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pydantic import BaseModel
 
+from sciagent.agent.plans import StudyPlan
 from sciagent.errors import UserError
 from sciagent.report.models import GuardrailChange
-from sciagent.workflows.study_schemas import StudyPlan
+from sciagent.science.stability import DEFAULT_THRESHOLDS
 
 HMR_HYDROGEN_MASS_AMU = 3.0
+HMR_TIMESTEP_FS = 4
 
 
 @dataclass(frozen=True)
 class Limits:
-    """The bounds a plan is held to; one documented place."""
+    """The bounds a plan is held to, in one place (the verdict's own minimum is in science/stability)."""
 
     max_conditions: int = 8  # temperatures x replicas
+    min_conditions: int = 2  # a reference and one elevated temperature, as long as a floor run fits
     max_timestep_without_hmr_fs: float = 2.0  # with H-bond constraints, the standard safe limit
-    min_production_ps: float = 2.0  # shorter runs tell nothing about stability
-    equilibration_fraction: float = 0.2  # equilibration as a fraction of production...
+    constrain_hydrogens_above_fs: float | None = 1.0  # None: keep the plan's free bonds to H
+    min_production_ps: float = DEFAULT_THRESHOLDS.min_production_ps  # what a stability verdict needs
+    floor_production_ps: float = 2.0  # when no verdict fits: shorter runs tell nothing at all
+    equilibration_fraction: float = 0.1  # equilibration as a fraction of production...
     min_equilibration_ps: float = 2.0  # ...but at least this: Langevin at 1/ps needs ~2 ps to reach T
     frames_per_run: int = 100  # trajectory frames aimed for in each run
     budget_safety: float = 0.85  # use this fraction of the time left, the rest absorbs noise
@@ -56,6 +76,14 @@ class Throughput:
     overhead_s: float = 0.0
 
 
+@dataclass(frozen=True)
+class Allowance:
+    """The time the runs may take: what is left of the study's budget, and each run's cap."""
+
+    budget_s: float
+    max_run_s: float | None = None
+
+
 class FittedPlan(BaseModel):
     """A plan the workflow can execute as is."""
 
@@ -69,6 +97,8 @@ class FittedPlan(BaseModel):
     equilibration_steps: int
     report_interval: int
     estimated_wall_s: float
+    verdict_possible: bool = True  # every run is at least as long as a stability verdict needs
+    min_production_ps: float = DEFAULT_THRESHOLDS.min_production_ps
 
     @property
     def conditions(self) -> list[tuple[float, int]]:
@@ -83,39 +113,68 @@ class FittedPlan(BaseModel):
 def physical_checks(
     plan: StudyPlan, limits: Limits = DEFAULT_LIMITS
 ) -> tuple[StudyPlan, list[GuardrailChange]]:
-    """Hold temperatures and timestep to physical limits (before any budget is considered)."""
+    """Hold temperatures and integration to physical limits (before any budget is considered)."""
     changes: list[GuardrailChange] = []
     elevated = sorted(set(plan.elevated_temperatures_k))
     if elevated != list(plan.elevated_temperatures_k):
         changes.append(
-            GuardrailChange(
-                field="elevated_temperatures_k",
-                proposed=list(plan.elevated_temperatures_k),
-                applied=elevated,
-                reason="sorted, duplicates removed",
+            _change(
+                "elevated_temperatures_k",
+                plan.elevated_temperatures_k,
+                elevated,
+                "sorted, duplicates removed",
             )
         )
     timestep = plan.timestep_fs
     if timestep > limits.max_timestep_without_hmr_fs and not plan.hydrogen_mass_repartitioning:
-        timestep = limits.max_timestep_without_hmr_fs
-        changes.append(
-            GuardrailChange(
-                field="timestep_fs",
-                proposed=plan.timestep_fs,
-                applied=timestep,
-                reason="a timestep above 2 fs needs hydrogen mass repartitioning, not in the plan",
-            )
+        timestep = int(limits.max_timestep_without_hmr_fs)
+        why = "a timestep above 2 fs needs hydrogen mass repartitioning, not in the plan"
+        changes.append(_change("timestep_fs", plan.timestep_fs, timestep, why))
+    constraints = plan.constraints
+    above = limits.constrain_hydrogens_above_fs
+    if constraints == "none" and above is not None and timestep > above:
+        constraints = "hbonds"
+        why = f"above {above:g} fs, free bonds to hydrogen blow up: they are constrained"
+        changes.append(_change("constraints", "none", "hbonds", why))
+    update = {"elevated_temperatures_k": elevated, "timestep_fs": timestep, "constraints": constraints}
+    return plan.model_copy(update=update), changes
+
+
+def cheaper_plan(plan: StudyPlan, why: str) -> tuple[StudyPlan, GuardrailChange] | None:
+    """The next cheaper variant of ``plan`` (same temperatures), or None when there is none left."""
+    if plan.solvent == "explicit":
+        return plan.model_copy(update={"solvent": "implicit"}), _change(
+            "solvent", "explicit", "implicit", why
         )
-    return plan.model_copy(update={"elevated_temperatures_k": elevated, "timestep_fs": timestep}), changes
+    if plan.timestep_fs == 1:
+        cheaper = plan.model_copy(update={"timestep_fs": 2, "constraints": "hbonds"})
+        return cheaper, _change("timestep_fs", 1, 2, f"{why} (bonds to hydrogen constrained)")
+    if plan.timestep_fs < HMR_TIMESTEP_FS:
+        update = {
+            "timestep_fs": HMR_TIMESTEP_FS,
+            "hydrogen_mass_repartitioning": True,
+            "constraints": "hbonds",
+        }
+        how = f"hydrogen mass repartitioned to {HMR_HYDROGEN_MASS_AMU:g} amu, bonds to hydrogen constrained"
+        change = _change("timestep_fs", plan.timestep_fs, HMR_TIMESTEP_FS, f"{why} ({how})")
+        return plan.model_copy(update=update), change
+    return None
 
 
-def fit_to_budget(
-    plan: StudyPlan, budget_s: float, throughput: Throughput, limits: Limits = DEFAULT_LIMITS
+def fit_plan(
+    plan: StudyPlan,
+    allowance: Callable[[], Allowance],
+    measure: Callable[[StudyPlan], Throughput],
+    limits: Limits = DEFAULT_LIMITS,
 ) -> tuple[FittedPlan, list[GuardrailChange]]:
-    """Choose run lengths (and if needed fewer runs) so the study finishes within ``budget_s``.
+    """Fit ``plan`` (already through ``physical_checks``) to the time ``allowance()`` gives.
+
+    ``measure(plan)`` returns the throughput of ``plan``'s system (the workflow runs a probe); it is
+    called again when the solvent changes. ``allowance`` is called after each measurement, since a
+    probe spends part of the budget.
 
     Raises:
-        UserError: not even one minimal run fits in the budget.
+        UserError: not even one run of ``floor_production_ps`` fits.
     """
     changes: list[GuardrailChange] = []
     temperatures, replicas = list(plan.temperatures_k), plan.replicas
@@ -124,47 +183,145 @@ def fit_to_budget(
     if (len(temperatures), replicas) != (len(plan.temperatures_k), plan.replicas):
         changes.append(_runs_change(plan, temperatures, replicas, f"at most {limits.max_conditions} runs"))
     if plan.production_ps < limits.min_production_ps:
-        changes.append(
-            GuardrailChange(
-                field="production_ps",
-                proposed=plan.production_ps,
-                applied=limits.min_production_ps,
-                reason=f"runs shorter than {limits.min_production_ps:g} ps tell nothing about stability",
-            )
-        )
+        why = f"a stability verdict needs at least {limits.min_production_ps:g} ps per run"
+        changes.append(_change("production_ps", plan.production_ps, limits.min_production_ps, why))
         plan = plan.model_copy(update={"production_ps": limits.min_production_ps})
-    steps_needed = _steps(plan.production_ps, plan.timestep_fs, limits)
-    minimum = _steps(limits.min_production_ps, plan.timestep_fs, limits)
-    affordable = _affordable_steps(budget_s, len(temperatures) * replicas, throughput, limits)
+    measured: dict[str, Throughput] = {}
+
+    def measure_once(candidate: StudyPlan) -> Throughput:  # one measurement per system (solvent)
+        if candidate.solvent not in measured:
+            measured[candidate.solvent] = measure(candidate)
+        return measured[candidate.solvent]
+
+    plan, throughput = _cheapen_until_adequate(
+        plan, len(temperatures) * replicas, allowance, measure_once, limits, changes
+    )
+
+    def affordable(candidate: StudyPlan, runs: int) -> int:
+        return _affordable_steps(allowance(), runs, throughput, limits)
+
+    def fits_a_verdict(candidate: StudyPlan, runs: int) -> bool:
+        return _fits_a_verdict(candidate, runs, throughput, allowance(), limits)
+
     before_drop = (list(temperatures), replicas)
-    while affordable < minimum and len(temperatures) * replicas > 1:
+    while not fits_a_verdict(plan, len(temperatures) * replicas) and (
+        len(temperatures) * replicas > limits.min_conditions
+    ):
         replicas, temperatures = _drop_one(replicas, temperatures)
-        affordable = _affordable_steps(budget_s, len(temperatures) * replicas, throughput, limits)
-    if affordable < minimum:
-        raise UserError(
-            f"the budget of {budget_s:.0f} s cannot fit even one {limits.min_production_ps:g} ps run "
-            f"at the measured {throughput.steps_per_s:.0f} steps/s: raise --budget"
-        )
+    verdict_possible = fits_a_verdict(plan, len(temperatures) * replicas)
+    floor = _steps(limits.floor_production_ps, plan.timestep_fs, limits)
+    while affordable(plan, len(temperatures) * replicas) < floor and len(temperatures) * replicas > 1:
+        replicas, temperatures = _drop_one(replicas, temperatures)
     if (temperatures, replicas) != before_drop:
-        changes.append(
-            _runs_change(plan, temperatures, replicas, "the budget cannot fit the minimal run length for all")
+        reason = (
+            f"the budget cannot give every run the {limits.min_production_ps:g} ps a verdict needs"
+            if verdict_possible
+            else f"the budget cannot fit even {limits.floor_production_ps:g} ps runs for all"
         )
-    total = min(steps_needed, affordable)
-    production = _production_steps(total, plan.timestep_fs, limits)
-    if production * plan.timestep_fs / 1000.0 < plan.production_ps:
-        changes.append(
-            GuardrailChange(
-                field="production_ps",
-                proposed=plan.production_ps,
-                applied=round(production * plan.timestep_fs / 1000.0, 3),
-                reason=f"fits the {budget_s:.0f} s budget at {throughput.steps_per_s:.0f} steps/s "
-                f"on {throughput.workers} worker(s)",
+        changes.append(_runs_change(plan, temperatures, replicas, reason))
+    runs = len(temperatures) * replicas
+    total = affordable(plan, runs)
+    if total < floor:
+        left = allowance()
+        raise UserError(
+            f"the budget cannot fit even one {limits.floor_production_ps:g} ps run ({left.budget_s:.0f} s "
+            f"left at the measured {throughput.steps_per_s:.0f} steps/s"
+            + (f", at most {left.max_run_s:.0f} s per simulation" if left.max_run_s else "")
+            + "): raise --budget"
+            + (" or --max-simulation-time" if left.max_run_s else "")
+        )
+    fitted = _sized(plan, temperatures, replicas, total, throughput, limits, verdict_possible)
+    if fitted.production_ps < plan.production_ps - 1e-9:
+        reason = (
+            f"fits the {allowance().budget_s:.0f} s left at {throughput.steps_per_s:.0f} steps/s on "
+            f"{throughput.workers} worker(s)"
+        )
+        if allowance().max_run_s:
+            reason += f", at most {allowance().max_run_s:.0f} s per simulation"
+        if not verdict_possible:
+            reason += (
+                f"; shorter than the {limits.min_production_ps:g} ps a verdict needs: no verdict possible"
             )
-        )
-    report_interval = max(10, production // limits.frames_per_run // 10 * 10)
+        changes.append(_change("production_ps", plan.production_ps, round(fitted.production_ps, 3), reason))
+    return fitted, changes
+
+
+def _cheapen_until_adequate(
+    plan: StudyPlan,
+    runs: int,
+    allowance: Callable[[], Allowance],
+    measure: Callable[[StudyPlan], Throughput],
+    limits: Limits,
+    changes: list[GuardrailChange],
+) -> tuple[StudyPlan, Throughput]:
+    """Make ``plan`` cheaper, a step at a time, until each of ``runs`` gets what a verdict needs.
+
+    For a plan in explicit solvent the implicit system is measured first: the same protein in
+    explicit solvent costs at least as much per step (all its forces plus thousands of waters under
+    PME, against a GB term over the protein alone), so when even the implicit speed cannot fit the plan,
+    explicit solvent is dropped without spending the budget on probing it. That holds for proteins
+    of up to a few thousand atoms, where GB without a cutoff is the cheaper model.
+    """
+    if plan.solvent == "explicit":
+        lower_bound = measure(plan.model_copy(update={"solvent": "implicit"}))
+        if _fits_a_verdict(plan, runs, lower_bound, allowance(), limits):
+            throughput = measure(plan)
+        else:
+            why = _why(plan, runs, lower_bound, allowance(), limits)
+            cheaper = cheaper_plan(
+                plan, f"{why} (the implicit system's speed: explicit solvent is slower still)"
+            )
+            assert cheaper is not None  # explicit solvent always has the implicit variant
+            plan, change = cheaper
+            changes.append(change)
+            throughput = lower_bound
+    else:
+        throughput = measure(plan)
+    while not _fits_a_verdict(plan, runs, throughput, allowance(), limits):
+        cheaper = cheaper_plan(plan, _why(plan, runs, throughput, allowance(), limits))
+        if cheaper is None:
+            break
+        plan, change = cheaper
+        changes.append(change)
+        if change.field == "solvent":
+            throughput = measure(plan)
+    return plan, throughput
+
+
+def _fits_a_verdict(
+    plan: StudyPlan, runs: int, throughput: Throughput, allowance: Allowance, limits: Limits
+) -> bool:
+    needed = _steps(limits.min_production_ps, plan.timestep_fs, limits)
+    return _affordable_steps(allowance, runs, throughput, limits) >= needed
+
+
+def wall_time_for(
+    fitted: FittedPlan, production_ps: float, throughput: Throughput, limits: Limits = DEFAULT_LIMITS
+) -> float:
+    """Seconds the runs of ``fitted`` would take at ``production_ps`` each (budget safety included)."""
+    steps = _steps(production_ps, fitted.timestep_fs, limits)
+    return _wall_s(steps, len(fitted.conditions), throughput, limits) / limits.budget_safety
+
+
+def _sized(
+    plan: StudyPlan,
+    temperatures: list[float],
+    replicas: int,
+    affordable_steps: int,
+    throughput: Throughput,
+    limits: Limits,
+    verdict_possible: bool,
+) -> FittedPlan:
+    """Step counts for a production as long as the plan asks, or as ``affordable_steps`` allows."""
+    wanted = math.ceil(plan.production_ps * 1000.0 / plan.timestep_fs)
+    if _steps(plan.production_ps, plan.timestep_fs, limits) <= affordable_steps:
+        production = wanted
+    else:
+        production = _production_steps(affordable_steps, plan.timestep_fs, limits)
+    report_interval = _report_interval(production, limits.frames_per_run)
     production = max(report_interval, production // report_interval * report_interval)
     equilibration = _equilibration_steps(production, plan.timestep_fs, limits)
-    fitted = FittedPlan(
+    return FittedPlan(
         temperatures_k=[float(t) for t in temperatures],
         replicas=replicas,
         timestep_fs=float(plan.timestep_fs),
@@ -177,8 +334,27 @@ def fit_to_budget(
         estimated_wall_s=_wall_s(
             production + equilibration, len(temperatures) * replicas, throughput, limits
         ),
+        verdict_possible=verdict_possible,
+        min_production_ps=limits.min_production_ps,
     )
-    return fitted, changes
+
+
+def _why(plan: StudyPlan, runs: int, throughput: Throughput, allowance: Allowance, limits: Limits) -> str:
+    need = _wall_s(_steps(limits.min_production_ps, plan.timestep_fs, limits), runs, throughput, limits)
+    text = (
+        f"{runs} run(s) of {limits.min_production_ps:g} ps in {plan.solvent} solvent at "
+        f"{plan.timestep_fs} fs need about {need / limits.budget_safety:.0f} s at "
+        f"{throughput.steps_per_s:.0f} steps/s; {allowance.budget_s:.0f} s are left"
+    )
+    return text + (f", at most {allowance.max_run_s:.0f} s per simulation" if allowance.max_run_s else "")
+
+
+def _report_interval(production_steps: int, frames: int) -> int:
+    """About ``frames`` frames: a multiple of 10 steps, one that divides the production if one is close."""
+    longest = max(10, production_steps // frames // 10 * 10)
+    shortest = max(10, longest // 2)  # at most twice the frames aimed for
+    divisor = next((i for i in range(longest, shortest - 1, -10) if production_steps % i == 0), None)
+    return divisor or longest
 
 
 def _equilibration_steps(production_steps: int, timestep_fs: float, limits: Limits) -> int:
@@ -202,9 +378,12 @@ def _waves(runs: int, workers: int) -> int:
     return math.ceil(runs / max(1, workers))
 
 
-def _affordable_steps(budget_s: float, runs: int, throughput: Throughput, limits: Limits) -> int:
+def _affordable_steps(allowance: Allowance, runs: int, throughput: Throughput, limits: Limits) -> int:
+    """Total steps one run may take: its share of the budget, and no more than the per-run cap."""
     overhead = max(limits.task_overhead_s, throughput.overhead_s)
-    per_run_s = budget_s * limits.budget_safety / _waves(runs, throughput.workers) - overhead
+    per_run_s = allowance.budget_s * limits.budget_safety / _waves(runs, throughput.workers) - overhead
+    if allowance.max_run_s is not None:
+        per_run_s = min(per_run_s, allowance.max_run_s * limits.budget_safety - overhead)
     return max(0, int(per_run_s * throughput.steps_per_s))
 
 
@@ -214,27 +393,26 @@ def _wall_s(steps: int, runs: int, throughput: Throughput, limits: Limits) -> fl
 
 
 def _drop_one(replicas: int, temperatures: list) -> tuple[int, list]:
-    """Fewer runs: first fewer replicas, then drop the highest temperature."""
+    """Fewer runs: first fewer replicas, then the mildest elevated temperature.
+
+    The reference and the hottest temperature are kept longest: together they ask the study's question
+    most sharply (a stressed fold against a physiological one).
+    """
     if replicas > 1:
         return replicas - 1, temperatures
+    if len(temperatures) > 2:
+        return replicas, [temperatures[0], *temperatures[2:]]
     return replicas, temperatures[:-1]
 
 
+def _change(field: str, proposed: object, applied: object, reason: str) -> GuardrailChange:
+    return GuardrailChange(field=field, proposed=proposed, applied=applied, reason=reason)
+
+
 def _runs_change(plan: StudyPlan, temperatures: list, replicas: int, reason: str) -> GuardrailChange:
-    return GuardrailChange(
-        field="conditions",
-        proposed={"temperatures_k": list(plan.temperatures_k), "replicas": plan.replicas},
-        applied={"temperatures_k": list(temperatures), "replicas": replicas},
-        reason=reason,
+    return _change(
+        "conditions",
+        {"temperatures_k": list(plan.temperatures_k), "replicas": plan.replicas},
+        {"temperatures_k": list(temperatures), "replicas": replicas},
+        reason,
     )
-
-
-def cheaper_plan(plan: StudyPlan, why: str) -> tuple[StudyPlan, GuardrailChange] | None:
-    """The next cheaper variant of ``plan`` (same temperatures), or None when there is none left."""
-    if plan.solvent == "explicit":
-        change = GuardrailChange(field="solvent", proposed="explicit", applied="implicit", reason=why)
-        return plan.model_copy(update={"solvent": "implicit"}), change
-    if plan.timestep_fs == 1 and plan.constraints == "hbonds":
-        change = GuardrailChange(field="timestep_fs", proposed=1, applied=2, reason=why)
-        return plan.model_copy(update={"timestep_fs": 2}), change
-    return None

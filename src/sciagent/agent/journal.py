@@ -321,6 +321,14 @@ class Journal:
                 "steps", step_id, status=status, summary=summary, data=merged, finished_at=self._now()
             )
 
+    def close_open_steps(self, run_id: str, summary: str) -> int:
+        """Mark the steps a killed process left ``running`` as failed, with ``summary``; how many."""
+        with self.transaction():
+            rows = self._rows("SELECT id FROM steps WHERE run_id = ? AND status = 'running'", (run_id,))
+            for row in rows:
+                self._update("steps", row["id"], status="failed", summary=summary, finished_at=self._now())
+        return len(rows)
+
     def steps(self, run_id: str) -> list[StepRow]:
         rows = self._rows("SELECT * FROM steps WHERE run_id = ? ORDER BY started_at, id", (run_id,))
         return [StepRow(**{**dict(row), "data": json.loads(row["data"])}) for row in rows]

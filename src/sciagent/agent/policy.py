@@ -17,8 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from sciagent.science.analysis import Failure
 from sciagent.science.simulate import SimulationOutcome
+from sciagent.science.stability import Failure
 
 
 class Action(str, Enum):

@@ -41,6 +41,7 @@ class ModelAdvisor:
         self._journal = journal
         self._run_id = run_id
         self._retries = retries
+        self.seconds_per_token: float | None = None  # measured on the last answer, for time budgets
 
     def decide(
         self,
@@ -50,11 +51,14 @@ class ModelAdvisor:
         fallback: Callable[[], T],
         step_id: int | None = None,
         tolerate_model_errors: bool = True,
+        max_tokens: int | None = None,
     ) -> Decision[T]:
         """Ask for ``output``; after the repair retries, use ``fallback()`` and record that it did."""
         digest = digest_messages(messages)
         try:
-            answer = ask_structured(self.model, messages, output, retries=self._retries)
+            answer = ask_structured(
+                self.model, messages, output, retries=self._retries, max_tokens=max_tokens
+            )
         except StructuredOutputError as exc:
             for attempt, (raw, error) in enumerate(zip(exc.raw_replies, exc.errors, strict=False), start=1):
                 response = exc.responses[attempt - 1] if attempt <= len(exc.responses) else None
@@ -92,7 +96,18 @@ class ModelAdvisor:
         ):
             outcome = "valid" if attempt == last else "invalid"
             self._record(purpose, step_id, digest, attempt, raw_reply=raw, outcome=outcome, response=response)
+        final = answer.responses[-1] if answer.responses else None
+        if final is not None and final.usage.completion_tokens and final.latency_s > 0:
+            self.seconds_per_token = final.latency_s / final.usage.completion_tokens
         return Decision(answer.value, "model")
+
+    def fall_back(
+        self, purpose: str, messages: list[Message], value: T, reason: str, step_id: int | None = None
+    ) -> Decision[T]:
+        """Use the documented fallback without asking the model (e.g. no time is left), and record why."""
+        digest = digest_messages(messages)
+        self._record(purpose, step_id, digest, 1, raw_reply="", outcome="fallback", error=reason)
+        return Decision(value, "fallback", reason)
 
     def _record(
         self,
@@ -110,9 +125,10 @@ class ModelAdvisor:
             purpose=purpose,
             model_id=self.model.model_id,
             prompt_digest=digest,
-            latency_s=response.latency_s if response else 0.0,
-            prompt_tokens=response.usage.prompt_tokens if response else 0,
-            completion_tokens=response.usage.completion_tokens if response else 0,
+            # No response (a fallback, a failed request): time and tokens are unknown, not zero.
+            latency_s=response.latency_s if response else None,
+            prompt_tokens=response.usage.prompt_tokens if response else None,
+            completion_tokens=response.usage.completion_tokens if response else None,
             raw_reply=raw_reply,
             outcome=outcome,
             error=error,

@@ -1,7 +1,8 @@
 """Start or resume an md-stability study: build the journal, model and executor, and record the ending.
 
-Whatever stops a run (bad input, an unreachable model, Ctrl-C) ends up in the journal as the run's
-status and an event, before the error reaches the person; nothing computed is deleted.
+Whatever stops a run (bad input, an unreachable model, Ctrl-C, a bug) ends up in the journal as the
+run's status and an event before the error reaches the person; nothing computed is deleted. A bug (an
+exception that is not one of ours) becomes an ``InternalError`` whose traceback is in the run directory.
 """
 
 from __future__ import annotations
@@ -10,16 +11,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sciagent.agent.guardrails import DEFAULT_LIMITS, Limits
 from sciagent.agent.journal import Journal
+from sciagent.agent.policy import RetryLimits
 from sciagent.compute.sites import make_executor, resolve_site
 from sciagent.config import Settings
+from sciagent.crash import record_internal_error
 from sciagent.errors import SciagentError, UserError
 from sciagent.llm.profiles import make_model, resolve_profile
 from sciagent.workflows.advisor import ModelAdvisor
-from sciagent.workflows.md_stability import DEFAULT_GOAL, Notify, StabilityStudy, StudyContext
+from sciagent.workflows.md_stability import DEFAULT_GOAL, StabilityStudy
+from sciagent.workflows.study_context import Notify, StudyContext
 from sciagent.workflows.study_state import StudyState, new_state
 
 JOURNAL_FILE = "journal.sqlite"
+DEFAULT_BUDGET_S = 300.0
 
 
 @dataclass
@@ -30,10 +36,13 @@ class RunOptions:
     structure: str = "villin"
     llm: str | None = None
     site: str = "local"
-    budget_s: float = 300.0
+    budget_s: float | None = None  # None: a new run gets DEFAULT_BUDGET_S, a resumed one keeps its own
     max_simulation_time_s: float | None = None
+    allow_unconstrained: bool = False  # keep a plan's free bonds to H above 1 fs (to test recovery)
+    remove_unknown_residues: bool = False  # remove unknown residues from inside chains, splitting them
     approve: Callable[[str], bool] | None = None
     notify: Notify = field(default=lambda phase, message: None)
+    run_id: str | None = None  # filled in once the journal has the run, so errors can name it
 
 
 @dataclass(frozen=True)
@@ -43,6 +52,11 @@ class StudyRun:
     run_id: str
     run_dir: Path
     state: StudyState
+
+    @property
+    def unfinished(self) -> list[str]:
+        """Conditions that did not complete (failed or not run): the study did not fully answer."""
+        return [c.name for c in self.state.conditions if c.status != "completed"]
 
 
 def start_study(options: RunOptions, settings: Settings) -> StudyRun:
@@ -55,18 +69,25 @@ def start_study(options: RunOptions, settings: Settings) -> StudyRun:
             "structure": options.structure,
             "llm": options.llm,
             "site": options.site,
-            "budget_s": options.budget_s,
+            "budget_s": options.budget_s or DEFAULT_BUDGET_S,
             "max_simulation_time_s": options.max_simulation_time_s,
+            "allow_unconstrained": options.allow_unconstrained,
+            "remove_unknown_residues": options.remove_unknown_residues,
         }
-        run_id = journal.create_run(options.goal, config)
+        run_id = options.run_id = journal.create_run(options.goal, config)
         return _carry(journal, run_id, workspace / run_id, options, settings, state=None)
 
 
 def resume_study(run_id: str, options: RunOptions, settings: Settings) -> StudyRun:
-    """Continue an interrupted run: completed simulations are kept, interrupted ones resume."""
+    """Continue an interrupted run: completed simulations are kept, interrupted ones resume.
+
+    The run keeps what was left of its own budget (only working time counts); ``options.budget_s``,
+    when given, is the time it may take from now on instead.
+    """
     workspace = settings.workspace.resolve()
     with Journal(workspace / JOURNAL_FILE) as journal:
         run = journal.get_run(run_id)
+        options.run_id = run.id
         run_dir = workspace / run.id
         state_path = run_dir / "state.json"
         if not state_path.exists():
@@ -74,8 +95,18 @@ def resume_study(run_id: str, options: RunOptions, settings: Settings) -> StudyR
         state = StudyState.load(state_path)
         options.llm = options.llm or state.llm_profile
         options.site = options.site or run.config.get("site", "local")
+        options.max_simulation_time_s = options.max_simulation_time_s or run.config.get(
+            "max_simulation_time_s"
+        )
+        options.allow_unconstrained = options.allow_unconstrained or bool(
+            run.config.get("allow_unconstrained")
+        )
+        if options.budget_s is not None:
+            state.budget_s = state.spent_s + options.budget_s
+        journal.close_open_steps(run.id, "interrupted: the process stopped before this step finished")
         journal.set_run_status(run.id, "running")
-        journal.add_event(run.id, "info", "resumed")
+        left = state.budget_s - state.spent_s
+        journal.add_event(run.id, "info", f"resumed in phase {state.phase}, {left:.0f} s of the budget left")
         return _carry(journal, run.id, run_dir, options, settings, state=state)
 
 
@@ -93,11 +124,8 @@ def _carry(
         profile_name, _ = resolve_profile(options.llm, settings)
         model = make_model(profile_name, settings)
         if state is None:
-            state = new_state(
-                run_id, options.goal, options.structure, profile_name, model.model_id, options.budget_s
-            )
-        else:
-            state.budget_s = options.budget_s
+            budget = options.budget_s or DEFAULT_BUDGET_S
+            state = new_state(run_id, options.goal, options.structure, profile_name, model.model_id, budget)
         executor = make_executor(options.site, settings, run_dir=run_dir / "parsl")
         context = StudyContext(
             journal=journal,
@@ -107,23 +135,42 @@ def _carry(
             notify=options.notify,
             approve=options.approve,
             max_simulation_time_s=options.max_simulation_time_s,
+            limits=RetryLimits(**settings.study.model_dump()),
+            guardrails=_guardrail_limits(options),
             remote_root=Path(site.remote_workdir) / run_id if site.remote_workdir else None,
             platform=site.platform,
+            site=options.site,
+            remove_unknown_residues=options.remove_unknown_residues,
         )
         StabilityStudy(state, context).run()
     except SciagentError as exc:
-        journal.add_event(run_id, "error", str(exc))
-        journal.set_run_status(run_id, "failed", error=str(exc))
+        _record_failure(journal, run_id, str(exc))
         raise
     except KeyboardInterrupt:
         journal.add_event(run_id, "warning", "interrupted by the user; `sciagent resume` continues it")
         journal.set_run_status(run_id, "interrupted", error="interrupted")
         raise
+    except Exception as exc:  # a bug: one line for the person, the traceback in the run directory
+        internal = record_internal_error(exc, run_dir)
+        _record_failure(journal, run_id, str(internal))
+        raise internal from exc
     finally:
         if executor is not None:
             executor.shutdown(cancel=True)
-    failed = [c.name for c in state.conditions if c.status != "completed"]
+    run = StudyRun(run_id, run_dir, state)
+    unfinished = run.unfinished
     journal.set_run_status(
-        run_id, "completed", error=f"not completed: {', '.join(failed)}" if failed else None
+        run_id, "completed", error=f"not completed: {', '.join(unfinished)}" if unfinished else None
     )
-    return StudyRun(run_id, run_dir, state)
+    return run
+
+
+def _guardrail_limits(options: RunOptions) -> Limits:
+    if options.allow_unconstrained:
+        return Limits(constrain_hydrogens_above_fs=None)
+    return DEFAULT_LIMITS
+
+
+def _record_failure(journal: Journal, run_id: str, message: str) -> None:
+    journal.add_event(run_id, "error", message)
+    journal.set_run_status(run_id, "failed", error=message)

@@ -11,29 +11,37 @@ from typing import TYPE_CHECKING
 
 import openmm
 
-from sciagent.report.models import ConditionRecord, Provenance, StudyRecord
+from sciagent.report.models import ConditionRecord, Provenance, StudyRecord, VerdictOutlook
 from sciagent.report.render import render_report
-from sciagent.report.tables import HEADERS, condition_rows, display_cells, format_number
+from sciagent.report.tables import HEADERS, condition_rows, display_cells
 from sciagent.workflows import prompts
 from sciagent.workflows.study_schemas import Interpretation
 from sciagent.workflows.study_state import StudyState
 
 if TYPE_CHECKING:
-    from sciagent.workflows.md_stability import StudyContext
+    from sciagent.workflows.study_context import StudyContext
+
+# What the report says when no model interpretation validated: the computed findings say the rest,
+# so this repeats none of them.
+MIN_INTERPRETATION_TOKENS = 60  # fewer cannot say anything worth reading about a results table
+FALLBACK_INTERPRETATION = (
+    "No interpretation from the model validated; the findings above are computed by sciagent from the "
+    "analysis."
+)
 
 
 def build_record(state: StudyState, run_dir: Path) -> StudyRecord:
-    """The report's records, with each condition's outcome read back from its work directory."""
+    """The report's records: each condition with its last outcome and the spec that produced it."""
     conditions = []
     for condition in state.conditions:
-        outcome = condition.stored_outcome(run_dir) if condition.status != "not run" else None
+        outcome = condition.latest_outcome(run_dir)
         status = condition.status if condition.status in ("completed", "failed", "not run") else "failed"
         conditions.append(
             ConditionRecord(
                 name=condition.name,
                 temperature_k=condition.temperature_k,
                 replica=condition.replica,
-                spec=condition.spec,
+                spec=outcome.result.spec if outcome else condition.spec,
                 status=status,
                 attempts=condition.attempts,
                 outcome=outcome,
@@ -53,20 +61,34 @@ def build_record(state: StudyState, run_dir: Path) -> StudyRecord:
         conditions=conditions,
         adaptations=state.adaptations,
         provenance=_provenance(state, conditions),
+        budget_s=state.budget_s,
     )
 
 
-def write_report(state: StudyState, ctx: StudyContext, step_id: int | None) -> dict[str, Path]:
-    """Ask the model to interpret the table (checked, labelled), then render md, html and json."""
+def write_report(
+    state: StudyState,
+    ctx: StudyContext,
+    step_id: int | None,
+    outlook: VerdictOutlook | None = None,
+    max_tokens: int | None = None,
+) -> dict[str, Path]:
+    """Ask the model to interpret the table (checked, labelled), then render md, html and json.
+
+    ``outlook`` is what a verdict would need when the budget allowed none (the workflow knows the
+    measured speed and the verdict's needs); the report prints it with the command that would get one.
+    ``max_tokens`` is what the budget leaves the model; too few, and the model is not asked at all.
+    """
     record = build_record(state, ctx.run_dir)
-    table = results_table_text(record)
-    decision = ctx.advisor.decide(
-        "interpret",
-        prompts.interpretation_messages(state.goal, table),
-        Interpretation,
-        lambda: Interpretation(summary=fallback_interpretation(record)),
-        step_id,
-    )
+    record.outlook = outlook
+    messages = prompts.interpretation_messages(state.goal, results_table_text(record))
+    fallback = Interpretation(summary=FALLBACK_INTERPRETATION)
+    if max_tokens is not None and max_tokens < MIN_INTERPRETATION_TOKENS:
+        reason = "no time left in the budget for the model's interpretation"
+        decision = ctx.advisor.fall_back("interpret", messages, fallback, reason, step_id)
+    else:
+        decision = ctx.advisor.decide(
+            "interpret", messages, Interpretation, lambda: fallback, step_id, max_tokens=max_tokens
+        )
     record.interpretation = decision.value.summary
     record.interpretation_source = decision.source
     files = render_report(record, ctx.run_dir)
@@ -82,20 +104,6 @@ def results_table_text(record: StudyRecord) -> str:
     lines = ["| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
     lines += ["| " + " | ".join(display_cells(row)) + " |" for row in condition_rows(record)]
     return "\n".join(lines)
-
-
-def fallback_interpretation(record: StudyRecord) -> str:
-    """A plain statement of each verdict, used when no model interpretation validated."""
-    parts = []
-    for row in condition_rows(record):
-        if row.verdict is None:
-            parts.append(f"{row.condition}: {row.status}, no verdict.")
-            continue
-        parts.append(
-            f"{row.condition}: {row.verdict}, final-window backbone RMSD "
-            f"{format_number(row.final_window_rmsd_mean_angstrom)} Å."
-        )
-    return "Generated from the table, not by the model: " + " ".join(parts)
 
 
 def _provenance(state: StudyState, conditions: list[ConditionRecord]) -> Provenance:

@@ -1,9 +1,7 @@
-"""What the model is asked for in a stability study, as pydantic models.
+"""What the model is asked for during a stability study, besides the plan (``agent/plans.py``).
 
-Every value a model produces passes through one of these before anything acts on it. The bounds are
-deliberately small enumerations where they can be: a constrained decoder (llama.cpp's JSON-schema
-grammar) enforces an enum, but not ``minimum``/``maximum``, so a tiny offline model can still only say
-something valid. Physical sanity beyond the schema is the guardrails' job (``agent/guardrails.py``).
+Every value a model produces passes through one of these before anything acts on it; the bounds are
+small enumerations where a constrained decoder must enforce them.
 """
 
 from __future__ import annotations
@@ -11,39 +9,6 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import BaseModel, Field
-
-ReferenceTemperature = Literal[290, 300, 310]
-ElevatedTemperature = Literal[320, 330, 340, 350, 360, 370, 380, 390, 400, 420, 450]
-
-
-class StudyPlan(BaseModel):
-    """The model's proposal for a thermal-stability study: a physiological reference and hotter runs."""
-
-    reference_temperature_k: ReferenceTemperature = Field(description="physiological reference temperature")
-    elevated_temperatures_k: list[ElevatedTemperature] = Field(
-        min_length=1, max_length=3, description="elevated temperatures that stress the fold"
-    )
-    replicas: int = Field(ge=1, le=3, description="independent runs per temperature")
-    timestep_fs: Literal[1, 2, 4] = Field(description="4 fs needs hydrogen mass repartitioning")
-    hydrogen_mass_repartitioning: bool
-    constraints: Literal["hbonds", "none"] = Field(description="none lets bonds to hydrogen vibrate freely")
-    production_ps: float = Field(ge=1, le=50_000, description="production length per run in picoseconds")
-    solvent: Literal["implicit", "explicit"]
-    rationale: str = Field(max_length=800, description="why this design answers the goal")
-
-    @property
-    def temperatures_k(self) -> list[float]:
-        """Every temperature of the study, lowest first, each once."""
-        return sorted({float(self.reference_temperature_k), *map(float, self.elevated_temperatures_k)})
-
-    def describe(self) -> str:
-        """One line for people: temperatures, replicas, integration and length."""
-        temperatures = ", ".join(f"{t:g} K" for t in self.temperatures_k)
-        hmr = " with HMR" if self.hydrogen_mass_repartitioning else ""
-        return (
-            f"{temperatures} x {self.replicas} replica(s), {self.timestep_fs} fs{hmr}, {self.constraints} "
-            f"constraints, {self.production_ps:g} ps, {self.solvent}"
-        )
 
 
 class Adjustment(BaseModel):
@@ -58,4 +23,5 @@ class Adjustment(BaseModel):
 class Interpretation(BaseModel):
     """The model's reading of the results table; every number it cites is checked against the data."""
 
-    summary: str = Field(max_length=1500)
+    # Short: a small model fills long limits by repeating itself, and the computed findings carry the numbers.
+    summary: str = Field(max_length=700)

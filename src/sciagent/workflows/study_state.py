@@ -1,7 +1,9 @@
 """The durable state of one study, saved after every change so ``sciagent resume`` can continue it.
 
 The journal is the history (what happened, when); this file is the present (what is planned, what each
-condition is doing). Writes are atomic, so a crash leaves the last consistent state.
+condition is doing, how much of the budget is spent). Writes are atomic and fsynced, so a crash at any
+moment leaves the last consistent state. Each attempt's outcome is kept in a file of its own, so a
+decision and the report always pair a spec with the result that spec produced.
 """
 
 from __future__ import annotations
@@ -12,14 +14,18 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from sciagent.agent.guardrails import FittedPlan
+from sciagent.agent.guardrails import FittedPlan, Throughput
+from sciagent.agent.plans import StudyPlan
+from sciagent.atomic import write_atomic
 from sciagent.report.models import Adaptation, GuardrailChange, Source
-from sciagent.science.outputs import write_text_atomic
 from sciagent.science.simulate import SimulationOutcome
 from sciagent.science.spec import MDSpec
-from sciagent.workflows.study_schemas import StudyPlan
 
+# Kept free at the end of the budget for the interpretation and the report, until the plan's model
+# call has measured how fast the model answers (then the workflow sizes it from that).
+DEFAULT_REPORT_RESERVE_S = 25.0
 ConditionStatus = Literal["pending", "running", "completed", "failed", "not run"]
+Phase = Literal["plan", "fit", "simulate", "report", "done"]
 
 
 class ConditionState(BaseModel):
@@ -43,19 +49,42 @@ class ConditionState(BaseModel):
 
     @property
     def task_key(self) -> str:
+        """The current attempt's name, unique in the run: ``T300-r1/run1/attempt2``."""
         return f"{self.name}/run{self.lineage}/attempt{self.attempts}"
 
-    def outcome_path(self, run_dir: Path) -> Path:
-        """The latest outcome, kept locally: on a remote site the work directory is not on this disk."""
-        return run_dir / "conditions" / self.name / "outcome.json"
+    def outcome_path(self, run_dir: Path, task_key: str | None = None) -> Path:
+        """Where one attempt's outcome is kept (locally: a remote site's work directory is not here)."""
+        attempt = (task_key or self.task_key).split("/", 1)[1].replace("/", "-")
+        return run_dir / "conditions" / self.name / "outcomes" / f"{attempt}.json"
 
     def save_outcome(self, run_dir: Path, outcome: SimulationOutcome) -> None:
-        self.outcome_path(run_dir).parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(self.outcome_path(run_dir), outcome.model_dump_json(indent=2))
+        """Keep the current attempt's outcome."""
+        write_atomic(self.outcome_path(run_dir), outcome.model_dump_json(indent=2))
 
     def stored_outcome(self, run_dir: Path) -> SimulationOutcome | None:
-        path = self.outcome_path(run_dir)
-        return SimulationOutcome.model_validate_json(path.read_text()) if path.exists() else None
+        """The current attempt's outcome, if that attempt finished."""
+        return _read_outcome(self.outcome_path(run_dir))
+
+    def latest_outcome(self, run_dir: Path) -> SimulationOutcome | None:
+        """The newest outcome of any attempt: what the condition last produced, with its own spec."""
+        folder = self.outcome_path(run_dir).parent
+        if not folder.is_dir():
+            return None
+        paths = sorted(folder.glob("run*-attempt*.json"), key=_attempt_number)
+        return _read_outcome(paths[-1]) if paths else None
+
+
+class ProbeRecord(BaseModel):
+    """A finished throughput probe: reused on resume instead of measured again."""
+
+    solvent: str
+    round: int
+    steps_per_s: float
+    overhead_s: float
+    workers: int
+
+    def throughput(self) -> Throughput:
+        return Throughput(self.steps_per_s, self.workers, self.solvent, self.overhead_s)
 
 
 class StudyState(BaseModel):
@@ -68,11 +97,14 @@ class StudyState(BaseModel):
     model_id: str
     budget_s: float
     started_at: str
+    phase: Phase = "plan"
+    spent_s: float = 0.0  # working time so far, across resumes: the budget counts only this
+    report_reserve_s: float = DEFAULT_REPORT_RESERVE_S  # the budget's tail kept for the report
     plan: StudyPlan | None = None
     plan_source: Source | None = None
     guardrail_changes: list[GuardrailChange] = []
-    steps_per_s: float | None = None
-    run_overhead_s: float = 0.0  # measured by the probe: a run's time before its first step
+    probe_rounds: int = 0  # probe rounds started; each gets fresh task ids and work directories
+    probes: list[ProbeRecord] = []
     fitted: FittedPlan | None = None
     conditions: list[ConditionState] = []
     adaptations: list[Adaptation] = []
@@ -80,7 +112,7 @@ class StudyState(BaseModel):
     task_group_id: str | None = None  # a remote site's group of tasks, to re-attach on resume
 
     def save(self, path: Path) -> None:
-        write_text_atomic(path, self.model_dump_json(indent=2))
+        write_atomic(path, self.model_dump_json(indent=2))
 
     @classmethod
     def load(cls, path: Path) -> StudyState:
@@ -88,6 +120,16 @@ class StudyState(BaseModel):
 
     def add_phase_time(self, phase: str, seconds: float) -> None:
         self.phase_wall_times_s[phase] = self.phase_wall_times_s.get(phase, 0.0) + seconds
+
+    def probe_for(self, solvent: str) -> ProbeRecord | None:
+        """The finished probe of ``solvent``'s system, if there is one."""
+        return next((p for p in reversed(self.probes) if p.solvent == solvent), None)
+
+    @property
+    def throughput(self) -> Throughput | None:
+        """The speed the plan was fitted with: the probe of the fitted plan's solvent."""
+        probe = self.probe_for(self.fitted.solvent) if self.fitted else None
+        return probe.throughput() if probe else None
 
 
 def new_state(
@@ -102,3 +144,12 @@ def new_state(
         budget_s=budget_s,
         started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
+
+
+def _attempt_number(path: Path) -> int:
+    """``run2-attempt3.json`` → 3: attempts are numbered across lineages, so this orders them in time."""
+    return int(path.stem.rsplit("attempt", 1)[1])
+
+
+def _read_outcome(path: Path) -> SimulationOutcome | None:
+    return SimulationOutcome.model_validate_json(path.read_text()) if path.exists() else None

@@ -1,0 +1,310 @@
+"""The simulate phase: carry every condition to a final status, adapting each in bounded rounds.
+
+Conditions run in parallel on the executor; each result is decided on as it arrives (the retry policy
+in ``agent/policy.py``): accepted, extended (still drifting), adapted (blew up: the model's fix or the
+documented fallback), retried (the worker was lost; scheduled, so a backoff never holds up collecting
+the other runs) or stopped. Every submission and result is journalled and the state saved, so a run
+killed at any moment resumes: a finished attempt is decided on, an interrupted one continues from its
+checkpoint in the same work directory, a remote one is re-attached.
+"""
+
+from __future__ import annotations
+
+import time
+
+from sciagent.agent.policy import Action, next_action
+from sciagent.compute.base import TaskHandle
+from sciagent.compute.errors import TaskError, WorkerLost
+from sciagent.report.models import Adaptation
+from sciagent.science.simulate import SimulationOutcome, simulate_and_analyze
+from sciagent.workflows import prompts
+from sciagent.workflows.adjustments import fallback_adjustment, rescaled_for_timestep
+from sciagent.workflows.remote_tasks import reattach_remote_tasks, record_remote_ids
+from sciagent.workflows.study_context import Study
+from sciagent.workflows.study_schemas import Adjustment
+from sciagent.workflows.study_state import ConditionState
+
+_WAIT_S = 5.0  # longest wait for results before checking on scheduled retries and remote ids
+_RESUBMIT_SLACK_S = 10.0  # a resumed or extended run's start-up, on top of its steps
+_TASK_TIMEOUT_SLACK_S = 300.0  # the executor's hard limit beyond the run's own clean wall-time stop
+
+
+class ConditionRunner:
+    """Runs the study's conditions to completed, failed or not run."""
+
+    def __init__(self, study: Study) -> None:
+        self.study = study
+        self._handles: dict[TaskHandle, ConditionState] = {}
+        self._scheduled: list[tuple[float, ConditionState]] = []  # (monotonic time due, condition)
+
+    def run(self) -> None:
+        state, journal = self.study.state, self.study.ctx.journal
+        step = journal.start_step(state.run_id, "simulate", "run every condition")
+        waiting = [c for c in state.conditions if c.status in ("pending", "running")]
+        for condition in state.conditions:
+            if condition.status == "completed" and condition.stored_outcome(self.study.ctx.run_dir) is None:
+                waiting.append(condition)  # its files are gone: run it again
+        if waiting and not self._approved(waiting, "start"):
+            for condition in waiting:
+                self._finish(condition, "not run", "the user declined the batch")
+            waiting = []
+        settled = self._settle_finished_attempts([c for c in waiting if c.status == "running"])
+        reattached = self._reattach([c for c in waiting if c.status == "running" and c not in settled])
+        for condition in waiting:
+            if condition not in reattached and condition not in settled:
+                self._submit(condition, resumed=condition.status == "running")
+        while self._handles or self._scheduled:
+            self._submit_due_retries()
+            if not self._handles:
+                time.sleep(max(0.0, min(due for due, _ in self._scheduled) - time.monotonic()))
+                continue
+            finished = self.study.ctx.executor.wait_any(list(self._handles), timeout=self._wait_s())
+            if record_remote_ids(self.study.ctx.executor, journal, state, self._handles):
+                self.study.save()
+            for handle in finished:
+                self._collect(handle)
+        done = sum(c.status == "completed" for c in state.conditions)
+        journal.finish_step(step, "completed", f"{done} of {len(state.conditions)} completed")
+
+    # --- submitting -------------------------------------------------------------------------------
+    def _submit(self, condition: ConditionState, resumed: bool = False) -> None:
+        ctx, run_id = self.study.ctx, self.study.state.run_id
+        if not resumed:
+            condition.attempts += 1
+        wall = self.study.runs_allowance()
+        if ctx.max_simulation_time_s:
+            wall = min(wall, ctx.max_simulation_time_s)
+        condition.spec = condition.spec.model_copy(update={"max_wall_time_s": max(1.0, wall)})
+        existing = ctx.journal.find_task(run_id, condition.task_key)
+        if existing is None:
+            spec = condition.spec.model_dump(mode="json")
+            task_id = ctx.journal.add_task(run_id, condition.task_key, spec, ctx.executor.name)
+        else:
+            task_id = existing.id
+        ctx.journal.update_task(
+            task_id, status="running", attempts=(existing.attempts + 1) if existing else 1
+        )
+        handle = ctx.executor.submit(
+            simulate_and_analyze,
+            condition.spec,
+            condition.workdir(ctx.work_root),
+            task_id=condition.task_key,
+            timeout_s=wall + _TASK_TIMEOUT_SLACK_S,
+        )
+        self._handles[handle] = condition
+        condition.status = "running"
+        self.study.save()
+        self.study.notify("simulate", f"{condition.task_key} started ({condition.temperature_k:g} K)")
+
+    def _submit_due_retries(self) -> None:
+        now = time.monotonic()
+        due = [condition for when, condition in self._scheduled if when <= now]
+        self._scheduled = [(when, c) for when, c in self._scheduled if when > now]
+        for condition in due:
+            self._resubmit(condition)
+
+    def _wait_s(self) -> float:
+        if not self._scheduled:
+            return _WAIT_S
+        return max(0.05, min(_WAIT_S, min(due for due, _ in self._scheduled) - time.monotonic()))
+
+    def _reattach(self, running: list[ConditionState]) -> list[ConditionState]:
+        ctx = self.study.ctx
+        picked = reattach_remote_tasks(ctx.executor, ctx.journal, self.study.state, running)
+        for handle, condition in picked.items():
+            self._handles[handle] = condition
+            self.study.notify("simulate", f"{handle.task_id} re-attached on {ctx.executor.name}")
+        return list(picked.values())
+
+    # --- results ----------------------------------------------------------------------------------
+    def _collect(self, handle: TaskHandle) -> None:
+        condition = self._handles.pop(handle)
+        outcome, worker_lost, error = None, False, None
+        try:
+            outcome = self.study.ctx.executor.result(handle)
+        except WorkerLost as exc:
+            worker_lost, error = True, str(exc)
+        except TaskError as exc:
+            error = str(exc)
+        if outcome is not None:
+            condition.save_outcome(self.study.ctx.run_dir, outcome)
+        self._journal_attempt(condition, outcome, error)
+        self._decide(condition, outcome, worker_lost, error)
+
+    def _settle_finished_attempts(self, running: list[ConditionState]) -> list[ConditionState]:
+        """On resume: an attempt the journal saw finish (its outcome kept) is decided on, not run again.
+
+        A run killed between journalling a result and saving the study state leaves such a condition.
+        """
+        settled = []
+        for condition in running:
+            task = self.study.ctx.journal.find_task(self.study.state.run_id, condition.task_key)
+            outcome = condition.stored_outcome(self.study.ctx.run_dir)
+            if task is not None and task.status in ("completed", "failed") and outcome is not None:
+                settled.append(condition)
+                self.study.notify("simulate", f"{condition.task_key} had finished: settled, not rerun")
+                self._decide(condition, outcome, worker_lost=False, error=None)
+        return settled
+
+    def _journal_attempt(
+        self, condition: ConditionState, outcome: SimulationOutcome | None, error: str | None
+    ) -> None:
+        journal = self.study.ctx.journal
+        task = journal.find_task(self.study.state.run_id, condition.task_key)
+        ok = outcome is not None and outcome.result.ok
+        error = None if ok else (error or (outcome.result.message if outcome else "unknown"))
+        if task is not None:
+            result_path = outcome.result.workdir if outcome else None
+            status = "completed" if ok else "failed"
+            journal.update_task(task.id, status=status, result_path=result_path, error=error)
+        verdict = outcome.analysis.assessment.verdict if outcome and outcome.analysis else None
+        cause = outcome.result.failure_class if outcome and outcome.result.failure_class else error
+        status_text = "completed" if ok else f"failed ({cause})"
+        self.study.notify(
+            "simulate", f"{condition.task_key} {status_text}" + (f", {verdict}" if verdict else "")
+        )
+
+    def _decide(
+        self,
+        condition: ConditionState,
+        outcome: SimulationOutcome | None,
+        worker_lost: bool,
+        error: str | None,
+    ) -> None:
+        """Apply the retry policy to one attempt's result."""
+        action = next_action(outcome, worker_lost=worker_lost)
+        error = error or (outcome.result.message if outcome else None) or ""
+        if action is Action.ACCEPT:
+            self._finish(condition, "completed")
+        elif action is Action.EXTEND:
+            self._extend(condition)
+        elif action is Action.ADAPT:
+            self._adapt(condition, error)
+        elif action is Action.RETRY:
+            self._retry(condition, error)
+        else:
+            self._finish(condition, "failed", error)
+
+    # --- second chances ---------------------------------------------------------------------------
+    def _extend(self, condition: ConditionState) -> None:
+        state, limits = self.study.state, self.study.ctx.limits
+        fitted, throughput = state.fitted, state.throughput
+        assert fitted is not None and throughput is not None
+        extra = fitted.production_steps
+        needed = extra / throughput.steps_per_s + _RESUBMIT_SLACK_S
+        cap = self.study.ctx.max_simulation_time_s
+        if (
+            condition.extensions >= limits.extensions
+            or needed > self.study.runs_allowance()
+            or (cap is not None and needed > cap)
+        ):
+            why = "extension already used" if condition.extensions >= limits.extensions else "no budget left"
+            self.study.ctx.journal.add_event(
+                state.run_id, "info", f"{condition.name}: still drifting, not extended: {why}"
+            )
+            self._finish(condition, "completed")
+            return
+        condition.extensions += 1
+        production = condition.spec.production_steps + extra
+        why = "no verdict yet (too short or still drifting): production extended"
+        self._record_adaptation(
+            condition, "inconclusive", None, "policy", {"production_steps": production}, why
+        )
+        condition.spec = condition.spec.model_copy(update={"production_steps": production})
+        self._resubmit(condition)
+
+    def _adapt(self, condition: ConditionState, error: str) -> None:
+        if condition.adaptation_rounds >= self.study.ctx.limits.adaptation_rounds:
+            rounds = condition.adaptation_rounds
+            self._finish(condition, "failed", f"still unstable after {rounds} adjustment(s): {error}")
+            return
+        condition.adaptation_rounds += 1
+        messages = prompts.adjustment_messages(
+            condition.task_key, error, condition.spec.model_dump(mode="json")
+        )
+        decision = self.study.ctx.advisor.decide(
+            "adjust", messages, Adjustment, lambda: fallback_adjustment(condition.spec)
+        )
+        adjustment = decision.value
+        changes = {
+            "timestep_fs": float(adjustment.timestep_fs),
+            "constraints": adjustment.constraints,
+            "minimize": adjustment.minimize,
+        }
+        self._record_adaptation(
+            condition, "instability", error, decision.source, changes, adjustment.rationale
+        )
+        throughput = self.study.state.throughput
+        seconds = self.study.runs_allowance() - _RESUBMIT_SLACK_S
+        if self.study.ctx.max_simulation_time_s:
+            seconds = min(seconds, self.study.ctx.max_simulation_time_s - _RESUBMIT_SLACK_S)
+        affordable = int(seconds * throughput.steps_per_s) if throughput else 0
+        update = rescaled_for_timestep(condition.spec, changes, affordable)
+        condition.spec = condition.spec.model_copy(update=update)
+        condition.lineage += 1
+        self._resubmit(condition)
+
+    def _retry(self, condition: ConditionState, error: str) -> None:
+        limits = self.study.ctx.limits
+        if condition.transient_retries >= limits.transient_retries:
+            self._finish(condition, "failed", f"failed {condition.transient_retries + 1} times: {error}")
+            return
+        condition.transient_retries += 1
+        delay = limits.backoff_s(condition.transient_retries)
+        why = "the worker or platform failed: the same run continues from its checkpoint"
+        self._record_adaptation(condition, "transient", error, "policy", {"retry_after_s": delay}, why)
+        condition.status = "pending"
+        self.study.save()
+        self._scheduled.append((time.monotonic() + delay, condition))
+
+    def _resubmit(self, condition: ConditionState) -> None:
+        if self._approved([condition], "adapt"):
+            self._submit(condition)
+        else:
+            self._finish(condition, "not run", "the user declined the adapted run")
+
+    def _finish(self, condition: ConditionState, status: str, failure: str | None = None) -> None:
+        condition.status, condition.failure = status, failure  # type: ignore[assignment]
+        self.study.save()
+
+    def _record_adaptation(
+        self,
+        condition: ConditionState,
+        trigger: str,
+        error: str | None,
+        decided_by: str,
+        changes: dict,
+        why: str | None,
+    ) -> None:
+        state = self.study.state
+        adaptation = Adaptation(
+            condition=condition.name,
+            round=len([a for a in state.adaptations if a.condition == condition.name]) + 1,
+            trigger=trigger,
+            error=error,
+            decided_by=decided_by,
+            changes=changes,
+            rationale=why,
+        )
+        state.adaptations.append(adaptation)
+        self.study.ctx.journal.add_event(
+            state.run_id,
+            "warning" if trigger != "inconclusive" else "info",
+            f"adapt {condition.name} ({trigger}, decided by {decided_by}): {changes}",
+            adaptation.model_dump(mode="json"),
+        )
+        self.study.notify("adapt", f"{condition.name}: {trigger} → {changes} ({decided_by})")
+        self.study.save()
+
+    def _approved(self, conditions: list[ConditionState], batch: str) -> bool:
+        approve = self.study.ctx.approve
+        if approve is None:
+            return True
+        state = self.study.state
+        throughput = state.throughput
+        steps = sum(c.spec.total_steps for c in conditions)
+        workers = max(1, self.study.ctx.executor.capacity)
+        estimate = f"about {steps / throughput.steps_per_s / workers:.0f} s" if throughput else "time unknown"
+        names = ", ".join(c.name for c in conditions)
+        detail = f"{state.fitted.production_ps:g} ps each, " if state.fitted and batch == "start" else ""
+        return approve(f"Run {len(conditions)} simulation(s) [{names}]: {detail}{estimate}?")
