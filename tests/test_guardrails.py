@@ -81,8 +81,10 @@ def test_a_plan_that_fits_is_left_alone() -> None:
     assert changes == [] and fitted.verdict_possible
     assert fitted.production_ps == pytest.approx(60.0)
     assert fitted.production_steps % fitted.report_interval == 0
-    # 10 % of production, but at least 2 ps so the thermostat reaches the target temperature
-    assert fitted.equilibration_steps == max(1000, int(fitted.production_steps * 0.1))
+    # 2 ps at 2 fs brings the thermostat to its target; a long run equilibrates for 2 % of production
+    assert fitted.equilibration_steps == 1000
+    long_run, _ = _fit(_plan(production_ps=500), budget_s=36000)
+    assert long_run.equilibration_steps == int(long_run.production_steps * 0.02)
     assert fitted.conditions == [(300.0, 1), (400.0, 1)]
 
 

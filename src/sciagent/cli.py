@@ -14,7 +14,14 @@ import typer
 from pydantic import ValidationError
 
 from sciagent import cli_study
-from sciagent.cli_common import EXIT_BAD_INPUT, EXIT_FAILED, fail, fail_internal, load_settings
+from sciagent.cli_common import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    RemoveUnknownResiduesOption,
+    fail,
+    fail_internal,
+    load_settings,
+)
 from sciagent.cli_llm import auth_app, llm_app
 from sciagent.cli_sites import sites_app
 from sciagent.compute.sites import make_executor, resolve_site
@@ -100,13 +107,7 @@ def simulate(
     no_constraints: Annotated[
         bool, typer.Option("--no-constraints", help="do not constrain bonds to H")
     ] = False,
-    remove_unknown_residues: Annotated[
-        bool,
-        typer.Option(
-            "--remove-unknown-residues",
-            help="remove residues the force field does not know from inside chains (splits the chain)",
-        ),
-    ] = False,
+    remove_unknown_residues: RemoveUnknownResiduesOption = False,
     platform: Annotated[str, typer.Option(help="auto, CPU, CUDA, OpenCL or HIP")] = "auto",
     seed: Annotated[int, typer.Option(help="random seed for velocities and thermostat")] = 1,
     report_interval: Annotated[int, typer.Option(help="steps between frames and CSV rows")] = 100,

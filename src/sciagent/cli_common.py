@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import NoReturn
+from typing import Annotated, NoReturn
 
 import typer
 
@@ -18,6 +18,14 @@ from sciagent.config import Settings, config_file_error
 from sciagent.console import err_console
 from sciagent.errors import InternalError
 
+# Shared by `simulate` and `run`: both prepare structures.
+RemoveUnknownResiduesOption = Annotated[
+    bool,
+    typer.Option(
+        "--remove-unknown-residues",
+        help="remove residues the force field does not know from inside chains (splits the chain)",
+    ),
+]
 EXIT_FAILED = 1  # the work ran (or a service was reached) and failed
 EXIT_BAD_INPUT = 2  # nothing could start: the input, configuration or credentials are wrong
 

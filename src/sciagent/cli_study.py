@@ -11,7 +11,14 @@ from typing import Annotated, NoReturn
 import typer
 
 from sciagent.agent.journal import Journal
-from sciagent.cli_common import EXIT_BAD_INPUT, EXIT_FAILED, fail, fail_internal, load_settings
+from sciagent.cli_common import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    RemoveUnknownResiduesOption,
+    fail,
+    fail_internal,
+    load_settings,
+)
 from sciagent.cli_runs import runs_table, timeline_table
 from sciagent.config import Settings
 from sciagent.console import err_console, out_console
@@ -49,13 +56,7 @@ def run(
             help="keep a plan's free bonds to hydrogen above 1 fs (expect blow-ups: tests recovery)",
         ),
     ] = False,
-    remove_unknown_residues: Annotated[
-        bool,
-        typer.Option(
-            "--remove-unknown-residues",
-            help="remove residues the force field does not know from inside chains (splits the chain)",
-        ),
-    ] = False,
+    remove_unknown_residues: RemoveUnknownResiduesOption = False,
     approve: ApproveOption = False,
     workspace: WorkspaceOption = None,
     as_json: JsonOption = False,

@@ -55,8 +55,10 @@ class Limits:
     constrain_hydrogens_above_fs: float | None = 1.0  # None: keep the plan's free bonds to H
     min_production_ps: float = DEFAULT_THRESHOLDS.min_production_ps  # what a stability verdict needs
     floor_production_ps: float = 2.0  # when no verdict fits: shorter runs tell nothing at all
-    equilibration_fraction: float = 0.1  # equilibration as a fraction of production...
-    min_equilibration_ps: float = 2.0  # ...but at least this: Langevin at 1/ps needs ~2 ps to reach T
+    # Equilibration brings the system to temperature: Langevin at 1/ps needs ~2 ps; the structure's
+    # own relaxation happens in production, whose first half the drift test leaves out anyway.
+    equilibration_fraction: float = 0.02  # of production, for long runs...
+    min_equilibration_ps: float = 2.0  # ...but at least this
     frames_per_run: int = 100  # trajectory frames aimed for in each run
     budget_safety: float = 0.85  # use this fraction of the time left, the rest absorbs noise
     task_overhead_s: float = 8.0  # per run, at least: worker start, preparation, minimisation
@@ -198,7 +200,7 @@ def fit_plan(
     )
 
     def affordable(candidate: StudyPlan, runs: int) -> int:
-        return _affordable_steps(allowance(), runs, throughput, limits)
+        return affordable_steps(allowance(), runs, throughput, limits)
 
     def fits_a_verdict(candidate: StudyPlan, runs: int) -> bool:
         return _fits_a_verdict(candidate, runs, throughput, allowance(), limits)
@@ -292,7 +294,7 @@ def _fits_a_verdict(
     plan: StudyPlan, runs: int, throughput: Throughput, allowance: Allowance, limits: Limits
 ) -> bool:
     needed = _steps(limits.min_production_ps, plan.timestep_fs, limits)
-    return _affordable_steps(allowance, runs, throughput, limits) >= needed
+    return affordable_steps(allowance, runs, throughput, limits) >= needed
 
 
 def wall_time_for(
@@ -378,8 +380,11 @@ def _waves(runs: int, workers: int) -> int:
     return math.ceil(runs / max(1, workers))
 
 
-def _affordable_steps(allowance: Allowance, runs: int, throughput: Throughput, limits: Limits) -> int:
-    """Total steps one run may take: its share of the budget, and no more than the per-run cap."""
+def affordable_steps(
+    allowance: Allowance, runs: int, throughput: Throughput, limits: Limits = DEFAULT_LIMITS
+) -> int:
+    """Total steps one of ``runs`` runs may take: its share of the budget (with the safety margin and
+    its set-up time), and no more than the per-run cap. The workflow sizes adapted runs with it too."""
     overhead = max(limits.task_overhead_s, throughput.overhead_s)
     per_run_s = allowance.budget_s * limits.budget_safety / _waves(runs, throughput.workers) - overhead
     if allowance.max_run_s is not None:

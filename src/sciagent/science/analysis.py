@@ -30,8 +30,8 @@ from sciagent.science.stability import (
     RmsdDrift,
     StabilityAssessment,
     StabilityThresholds,
-    _finite,
     assess_stability,
+    require_finite,
     rmsd_drift,
 )
 
@@ -105,7 +105,7 @@ def analyze_trajectory(
     production_ps = _production_ps(rows["time_ps"], production_start_ps)
     rmsd = _backbone_rmsd_angstrom(traj, reference)
     window = _final_window_size(frames, thresholds.final_window_fraction)
-    window_mean = _finite("final-window RMSD mean", float(np.mean(rmsd[-window:])))
+    window_mean = require_finite("final-window RMSD mean", float(np.mean(rmsd[-window:])))
     drift = rmsd_drift(time_ns, rmsd, thresholds)
     rg = _radius_of_gyration_nm(traj)
     rmsf, labels = _ca_rmsf_angstrom(traj, reference)
@@ -131,8 +131,8 @@ def analyze_trajectory(
         residue_labels=labels,
         final_window_rmsd_mean_angstrom=window_mean,
         rmsd_drift=drift,
-        rg_mean_nm=_finite("Rg mean", float(np.mean(rg))),
-        max_rmsf_angstrom=_finite("max RMSF", float(np.max(rmsf))),
+        rg_mean_nm=require_finite("Rg mean", float(np.mean(rg))),
+        max_rmsf_angstrom=require_finite("max RMSF", float(np.max(rmsf))),
         secondary_structure=ss,
         potential_energy_kj_mol=_series_stats("potential_kj_mol", time_ns, rows["potential_kj_mol"]),
         total_energy_kj_mol=_series_stats("total_kj_mol", time_ns, rows["total_kj_mol"]),
@@ -324,9 +324,9 @@ def _slope(x: np.ndarray, y: np.ndarray) -> float:
 def _series_stats(name: str, time_ns: np.ndarray, values: np.ndarray) -> SeriesStats:
     """Mean, population std (ddof=0: describes these frames, not a wider population) and drift."""
     return SeriesStats(
-        mean=_finite(f"{name} mean", float(np.mean(values))),
-        std=_finite(f"{name} std", float(np.std(values, ddof=0))),
-        drift_per_ns=_finite(f"{name} drift", _slope(time_ns, values)),
+        mean=require_finite(f"{name} mean", float(np.mean(values))),
+        std=require_finite(f"{name} std", float(np.std(values, ddof=0))),
+        drift_per_ns=require_finite(f"{name} drift", _slope(time_ns, values)),
     )
 
 

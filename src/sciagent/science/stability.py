@@ -170,10 +170,10 @@ def rmsd_drift(
     span_ns = float(t[-1] - t[0])
     window_start_ns = float(time_ns[-window - 1]) if window < frames else 0.0
     return RmsdDrift(
-        window_ps=_finite("drift window", (float(time_ns[-1]) - window_start_ns) * PS_PER_NS),
+        window_ps=require_finite("drift window", (float(time_ns[-1]) - window_start_ns) * PS_PER_NS),
         blocks=blocks,
-        change_angstrom=_finite("RMSD drift", slope * span_ns),
-        standard_error_angstrom=_finite("RMSD drift standard error", slope_error * span_ns),
+        change_angstrom=require_finite("RMSD drift", slope * span_ns),
+        standard_error_angstrom=require_finite("RMSD drift standard error", slope_error * span_ns),
     )
 
 
@@ -307,7 +307,7 @@ def _temperature_check(mean_k: float, target_k: float, t: StabilityThresholds) -
     )
 
 
-def _finite(name: str, value: float) -> float:
+def require_finite(name: str, value: float) -> float:
     """Return value as a plain float, or raise: a NaN must never reach a result."""
     if not math.isfinite(value):
         raise ValueError(f"{name} is not finite ({value})")

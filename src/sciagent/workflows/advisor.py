@@ -41,7 +41,7 @@ class ModelAdvisor:
         self._journal = journal
         self._run_id = run_id
         self._retries = retries
-        self.seconds_per_token: float | None = None  # measured on the last answer, for time budgets
+        self.last_latency_s: float | None = None  # of the last valid answer, for time budgets
 
     def decide(
         self,
@@ -97,8 +97,8 @@ class ModelAdvisor:
             outcome = "valid" if attempt == last else "invalid"
             self._record(purpose, step_id, digest, attempt, raw_reply=raw, outcome=outcome, response=response)
         final = answer.responses[-1] if answer.responses else None
-        if final is not None and final.usage.completion_tokens and final.latency_s > 0:
-            self.seconds_per_token = final.latency_s / final.usage.completion_tokens
+        if final is not None and final.latency_s > 0:
+            self.last_latency_s = final.latency_s
         return Decision(answer.value, "model")
 
     def fall_back(

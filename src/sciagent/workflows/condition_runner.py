@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 
+from sciagent.agent.guardrails import Allowance, affordable_steps
 from sciagent.agent.policy import Action, next_action
 from sciagent.compute.base import TaskHandle
 from sciagent.compute.errors import TaskError, WorkerLost
@@ -25,7 +26,6 @@ from sciagent.workflows.study_schemas import Adjustment
 from sciagent.workflows.study_state import ConditionState
 
 _WAIT_S = 5.0  # longest wait for results before checking on scheduled retries and remote ids
-_RESUBMIT_SLACK_S = 10.0  # a resumed or extended run's start-up, on top of its steps
 _TASK_TIMEOUT_SLACK_S = 300.0  # the executor's hard limit beyond the run's own clean wall-time stop
 
 
@@ -188,19 +188,12 @@ class ConditionRunner:
     # --- second chances ---------------------------------------------------------------------------
     def _extend(self, condition: ConditionState) -> None:
         state, limits = self.study.state, self.study.ctx.limits
-        fitted, throughput = state.fitted, state.throughput
-        assert fitted is not None and throughput is not None
-        extra = fitted.production_steps
-        needed = extra / throughput.steps_per_s + _RESUBMIT_SLACK_S
-        cap = self.study.ctx.max_simulation_time_s
-        if (
-            condition.extensions >= limits.extensions
-            or needed > self.study.runs_allowance()
-            or (cap is not None and needed > cap)
-        ):
+        assert state.fitted is not None
+        extra = state.fitted.production_steps
+        if condition.extensions >= limits.extensions or extra > self._affordable_steps():
             why = "extension already used" if condition.extensions >= limits.extensions else "no budget left"
             self.study.ctx.journal.add_event(
-                state.run_id, "info", f"{condition.name}: still drifting, not extended: {why}"
+                state.run_id, "info", f"{condition.name}: no verdict yet, not extended: {why}"
             )
             self._finish(condition, "completed")
             return
@@ -234,15 +227,19 @@ class ConditionRunner:
         self._record_adaptation(
             condition, "instability", error, decision.source, changes, adjustment.rationale
         )
-        throughput = self.study.state.throughput
-        seconds = self.study.runs_allowance() - _RESUBMIT_SLACK_S
-        if self.study.ctx.max_simulation_time_s:
-            seconds = min(seconds, self.study.ctx.max_simulation_time_s - _RESUBMIT_SLACK_S)
-        affordable = int(seconds * throughput.steps_per_s) if throughput else 0
+        affordable = self._affordable_steps()
         update = rescaled_for_timestep(condition.spec, changes, affordable)
         condition.spec = condition.spec.model_copy(update=update)
         condition.lineage += 1
         self._resubmit(condition)
+
+    def _affordable_steps(self) -> int:
+        """Steps one more run can take in what is left of the budget and under the per-run cap."""
+        throughput = self.study.state.throughput
+        if throughput is None:
+            return 0
+        allowance = Allowance(self.study.runs_allowance(), self.study.ctx.max_simulation_time_s)
+        return affordable_steps(allowance, 1, throughput, self.study.ctx.guardrails)
 
     def _retry(self, condition: ConditionState, error: str) -> None:
         limits = self.study.ctx.limits

@@ -45,9 +45,10 @@ FALLBACK_PLAN = StudyPlan(
     "one replica each, 4 fs with hydrogen mass repartitioning and H-bond constraints, implicit solvent",
 )
 _PHASES: tuple[Phase, ...] = ("plan", "fit", "simulate", "report", "done")
-# The report's share of the budget: the interpretation's tokens at the model's measured speed, plus
+# The report's share of the budget: the interpretation (estimated from the plan call's latency) plus
 # plotting and rendering; bounded so one slow first call neither starves nor swallows the runs.
 INTERPRETATION_TOKENS = 200
+INTERPRETATION_LATENCY_FACTOR = 1.5
 RENDER_S = 8.0
 MIN_REPORT_RESERVE_S = 15.0
 MAX_REPORT_RESERVE_S = 90.0
@@ -140,10 +141,15 @@ class StabilityStudy:
         self.study.notify("guardrails", summary)
 
     def _size_the_report_reserve(self) -> None:
-        """Keep enough of the budget for the model to interpret the results at the speed it just showed."""
-        per_token = self.study.ctx.advisor.seconds_per_token
-        if per_token is not None:
-            needed = RENDER_S + INTERPRETATION_TOKENS * per_token
+        """Keep enough of the budget for the model to interpret the results at the speed it just showed.
+
+        The interpretation is about as long as the plan (a short paragraph against a JSON plan with its
+        rationale), so the plan call's latency, with a margin, estimates it.
+        """
+        latency = self.study.ctx.advisor.last_latency_s
+        if latency is not None:
+            self.state.model_latency_s = latency
+            needed = RENDER_S + INTERPRETATION_LATENCY_FACTOR * latency
             self.state.report_reserve_s = min(MAX_REPORT_RESERVE_S, max(MIN_REPORT_RESERVE_S, needed))
 
     def _report(self) -> None:
@@ -162,11 +168,12 @@ class StabilityStudy:
         self.study.notify("report", f"{files['report_html']}")
 
     def _interpretation_tokens(self) -> int:
-        """As many tokens as the model can write in the time left (all of them when its speed is unknown)."""
-        per_token = self.study.ctx.advisor.seconds_per_token
-        if per_token is None:
+        """The interpretation's tokens, cut in proportion when less time is left than it should take."""
+        latency = self.state.model_latency_s
+        if latency is None:
             return INTERPRETATION_TOKENS
-        return max(0, min(INTERPRETATION_TOKENS, int((self.study.remaining() - RENDER_S) / per_token)))
+        share = (self.study.remaining() - RENDER_S) / (INTERPRETATION_LATENCY_FACTOR * latency)
+        return max(0, int(INTERPRETATION_TOKENS * min(1.0, share)))
 
     def _outcomes(self) -> dict[str, SimulationOutcome]:
         run_dir = self.study.ctx.run_dir

@@ -100,6 +100,7 @@ class StudyState(BaseModel):
     phase: Phase = "plan"
     spent_s: float = 0.0  # working time so far, across resumes: the budget counts only this
     report_reserve_s: float = DEFAULT_REPORT_RESERVE_S  # the budget's tail kept for the report
+    model_latency_s: float | None = None  # the plan call's, to size the interpretation
     plan: StudyPlan | None = None
     plan_source: Source | None = None
     guardrail_changes: list[GuardrailChange] = []
