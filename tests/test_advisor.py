@@ -58,4 +58,6 @@ def test_a_fallback_and_a_failed_request_record_unknown_latency_and_tokens(
     assert "plan · fallback: no model call · no valid answer after 2 attempts" in timeline
     assert "interpret · test-model · latency unknown · tokens unknown · attempt 1" in timeline
     assert "40+5 tokens" in timeline
-    assert "0.00 s" not in timeline and "0+0 tokens" not in timeline
+    unmeasured = [line for line in timeline.splitlines() if "fallback:" in line or "interpret ·" in line]
+    assert len(unmeasured) == 2  # a fast real reply may well take 0.00 s; these rows measured nothing
+    assert not any("0.00 s" in line or "0+0 tokens" in line for line in unmeasured)
