@@ -48,10 +48,12 @@ GARBAGE = "I think maybe 300 kelvin? Not sure."
 NO_EXTENSIONS = "[study]\nextensions = 0\n"  # runs cut short by the budget are not extended: deterministic
 
 
-def _workspace(tmp_path: Path, base_url: str, extra: str = "", max_retries: int = 2) -> Path:
+def _workspace(
+    tmp_path: Path, base_url: str, extra: str = "", max_retries: int = 2, timeout_s: float = 30
+) -> Path:
     (tmp_path / "sciagent.toml").write_text(
         f'[llm.scripted]\nkind = "openai"\nbase_url = "{base_url}"\nmodel = "scripted-model"\n'
-        f"max_retries = {max_retries}\ntimeout_s = 30\n{extra}"
+        f"max_retries = {max_retries}\ntimeout_s = {timeout_s}\n{extra}"
     )
     return tmp_path
 
@@ -137,11 +139,13 @@ def _assert_no_step_ran_twice(run_dir: Path) -> None:
 
 def test_blow_ups_are_fixed_by_the_model_and_by_the_fallback(tmp_path: Path) -> None:
     """300 K and 450 K at 4 fs with free bonds to H (kept on request): both blow up. The model's
-    first fix validates; its second answer never does, so the documented fallback fixes that one."""
+    first fix validates; its second answer never does, so the documented fallback fixes that one.
+    The first fix takes 20 s to arrive: the adjusted runs no longer fit at their old length and are
+    cut to what is left, so they finish inside the budget instead of at their wall-time limit."""
     with OpenAIServer() as server:
         server.script(
             text_reply(json.dumps(BLOW_UP_PLAN)),
-            text_reply(json.dumps(FIX)),
+            slow_reply(20.0, text_reply(json.dumps(FIX))),
             *[text_reply(GARBAGE) for _ in range(3)],  # the second fix: three invalid answers
             text_reply(json.dumps(SUMMARY)),
         )
@@ -165,6 +169,12 @@ def test_blow_ups_are_fixed_by_the_model_and_by_the_fallback(tmp_path: Path) -> 
         row[0] for row in _journal_rows(cwd, "SELECT outcome FROM model_calls WHERE purpose = 'adjust'")
     ]
     assert sorted(outcomes) == ["fallback", "invalid", "invalid", "invalid", "valid"]
+    for condition in results["record"]["conditions"]:
+        lineages = Path(condition["outcome"]["result"]["workdir"]).parent
+        run1, run2 = (json.loads((lineages / f"run{n}" / "spec.json").read_text()) for n in (1, 2))
+        assert run2["equilibration_steps"] + run2["production_steps"] < (
+            run1["equilibration_steps"] + run1["production_steps"]
+        )
     _assert_table_matches_the_files(results)
 
 
@@ -186,6 +196,25 @@ def test_adaptation_rounds_exhausted_fail_the_condition_and_the_exit_code(tmp_pa
         assert condition["failure"].startswith("still unstable after 0 adjustment(s)")
     assert record["adaptations"] == []
     assert _journal_rows(cwd, "SELECT status FROM runs") == [("completed",)]
+
+
+def test_a_fix_that_leaves_no_budget_fails_the_condition_with_the_reason(tmp_path: Path) -> None:
+    """The model's fix arrives after what is left of a 70 s budget is spent: the adjusted run is not
+    started only to be stopped at its wall-time limit; the condition fails naming the budget and the
+    blow-up it could not fix."""
+    with OpenAIServer() as server:
+        slow_fix = slow_reply(50.0, text_reply(json.dumps(FIX)))
+        server.script(text_reply(json.dumps(BLOW_UP_PLAN)), slow_fix, text_reply(json.dumps(FIX)),
+                      text_reply(json.dumps(SUMMARY)))  # fmt: skip
+        cwd = _workspace(tmp_path, server.base_url, NO_EXTENSIONS, timeout_s=90)
+        completed = _run(cwd, "--budget", "70s", "--allow-unconstrained", "--json")
+    assert completed.returncode == 1, completed.stderr
+    record = _results(json.loads(completed.stdout))["record"]
+    for condition in record["conditions"]:
+        assert condition["status"] == "failed"
+        assert condition["failure"].startswith("no budget left for the adjusted run (0 steps affordable)")
+        assert "blew up" in condition["failure"]
+    assert not list(_run_dir(cwd).glob("conditions/*/run2"))  # no adjusted run was started
 
 
 def test_garbage_answers_use_the_fallbacks_and_the_study_completes(tmp_path: Path) -> None:

@@ -18,20 +18,26 @@ def fallback_adjustment(spec: MDSpec) -> Adjustment:
     )
 
 
-def rescaled_for_timestep(spec: MDSpec, changes: dict, affordable_steps: int) -> dict:
-    """Apply a timestep change, keeping the simulated time if the budget affords the extra steps.
+def rescaled_for_timestep(spec: MDSpec, changes: dict, affordable_steps: int) -> dict | None:
+    """Apply a timestep change, keeping the simulated time as far as the budget affords the extra steps.
 
-    Otherwise the step count stays (the run costs what it did) and the run simulates less time; the
-    results table shows the ns actually simulated either way.
+    Where even the old step count no longer fits what is left (the fix took time to decide), the
+    production is cut to fit, so the adjusted run ends inside the budget instead of being stopped at
+    its wall-time limit. None when not even the equilibration and one report interval fit. The
+    results table shows the ps actually simulated either way.
     """
-    factor = max(1.0, spec.timestep_fs / changes["timestep_fs"])
-    if spec.total_steps * factor > affordable_steps:
-        factor = 1.0
+    wanted = max(1.0, spec.timestep_fs / changes["timestep_fs"])
+    factor = min(wanted, max(1.0, affordable_steps / spec.total_steps))
     interval = max(1, round(spec.report_interval * factor))
+    equilibration = round(spec.equilibration_steps * factor)
+    production = min(round(spec.production_steps * factor), affordable_steps - equilibration)
+    production = production // interval * interval
+    if production < interval:
+        return None
     return {
         **changes,
-        "production_steps": max(interval, round(spec.production_steps * factor) // interval * interval),
-        "equilibration_steps": round(spec.equilibration_steps * factor),
+        "production_steps": production,
+        "equilibration_steps": equilibration,
         "report_interval": interval,
         "checkpoint_interval": max(interval, round(spec.checkpoint_interval * factor)),
     }

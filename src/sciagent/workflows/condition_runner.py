@@ -229,6 +229,10 @@ class ConditionRunner:
         )
         affordable = self._affordable_steps()
         update = rescaled_for_timestep(condition.spec, changes, affordable)
+        if update is None:
+            why = f"no budget left for the adjusted run ({affordable} steps affordable): {error}"
+            self._finish(condition, "failed", why)
+            return
         condition.spec = condition.spec.model_copy(update=update)
         condition.lineage += 1
         self._resubmit(condition)
