@@ -221,7 +221,7 @@ def test_garbage_answers_use_the_fallbacks_and_the_study_completes(tmp_path: Pat
     with OpenAIServer() as server:
         server.script(*[text_reply(GARBAGE) for _ in range(6)])
         cwd = _workspace(tmp_path, server.base_url, NO_EXTENSIONS)
-        completed = _run(cwd, "--budget", "60s", "--json")
+        completed = _run(cwd, "--budget", "75s", "--json")
         assert completed.returncode == 0, completed.stderr
         assert server.pending() == 0  # three plan asks and three interpretation asks, nothing more
     summary = json.loads(completed.stdout)
