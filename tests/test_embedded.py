@@ -205,8 +205,10 @@ def test_settings_are_validated_before_loading(kwargs: dict[str, int]) -> None:
         EmbeddedModel(**kwargs)
 
 
-def test_default_threads_is_the_available_cores() -> None:
-    assert 1 <= embedded.default_threads() <= (os.cpu_count() or 1)
+def test_default_threads_leave_half_the_cores_to_other_work() -> None:
+    cores = embedded.available_cores()
+    assert 1 <= cores <= (os.cpu_count() or 1)
+    assert embedded.default_threads() == max(1, cores // 2)
 
 
 # --- the real model (slow) ---------------------------------------------------------------------------

@@ -88,11 +88,19 @@ def test_a_plan_that_fits_is_left_alone() -> None:
     assert fitted.conditions == [(300.0, 1), (400.0, 1)]
 
 
-def test_a_production_too_short_for_a_verdict_is_lengthened_to_the_one_documented_minimum() -> None:
+def test_a_production_too_short_for_a_verdict_is_raised_to_twice_the_documented_minimum() -> None:
     fitted, changes = _fit(_plan(production_ps=2), budget_s=3600)
     assert DEFAULT_THRESHOLDS.min_production_ps == 50.0
-    assert fitted.production_ps == pytest.approx(DEFAULT_THRESHOLDS.min_production_ps)
-    assert changes[0].field == "production_ps" and changes[0].applied == 50.0
+    assert fitted.production_ps == pytest.approx(2 * DEFAULT_THRESHOLDS.min_production_ps)
+    assert changes[0].field == "production_ps" and changes[0].applied == 100.0
+    assert "at least 50 ps" in changes[0].reason
+
+
+def test_a_raised_production_is_cut_to_the_budget_but_not_below_the_minimum() -> None:
+    """Two runs on two workers at 100 steps/s: 300 s fit about 96 ps each at 4 fs, not 100."""
+    fitted, changes = _fit(_plan(production_ps=2, timestep_fs=4, hydrogen_mass_repartitioning=True), 300)
+    assert 50 <= fitted.production_ps < 100 and fitted.verdict_possible
+    assert [(c.proposed, c.applied) for c in changes] == [(2, 100.0), (100.0, fitted.production_ps)]
 
 
 def test_production_is_cut_to_the_budget_and_the_estimate_fits() -> None:
@@ -154,7 +162,7 @@ def test_when_no_verdict_fits_two_runs_are_kept_short_and_the_plan_says_so() -> 
     fitted, changes = _fit(plan, budget_s=120, probe=Probe(implicit=100.0, workers=2))
     assert fitted.temperatures_k == [300.0, 400.0] and not fitted.verdict_possible
     assert 2 <= fitted.production_ps < 50
-    cut = next(c for c in changes if c.field == "production_ps" and c.proposed == 50)
+    cut = next(c for c in changes if c.field == "production_ps" and c.proposed == 100)
     assert "no verdict possible" in cut.reason
 
 

