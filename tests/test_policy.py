@@ -15,8 +15,21 @@ from sciagent.science.simulate import SimulationOutcome
 from sciagent.science.spec import MDSpec
 from sciagent.science.stability import RmsdDrift, assess_stability
 
-SETTLED = RmsdDrift(window_ps=25.0, blocks=5, change_angstrom=0.1, standard_error_angstrom=0.05)
-DRIFTING = RmsdDrift(window_ps=25.0, blocks=5, change_angstrom=1.2, standard_error_angstrom=0.1)
+WINDOW = {"window_ps": 25.0, "blocks": 5, "lookahead_ps": 25.0}
+SETTLED = RmsdDrift(
+    **WINDOW,
+    change_angstrom=0.1,
+    standard_error_angstrom=0.05,
+    final_block_mean_angstrom=1.5,
+    projected_angstrom=1.625,
+)
+DRIFTING = RmsdDrift(
+    **WINDOW,
+    change_angstrom=1.2,
+    standard_error_angstrom=0.1,
+    final_block_mean_angstrom=2.5,
+    projected_angstrom=4.0,
+)
 STABLE_RUN = {
     "frames": 100,
     "production_ps": 50.0,

@@ -105,12 +105,13 @@ def shim(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return record
 
 
-def test_llama_cpp_command_uses_the_bundled_model_and_all_cores() -> None:
+def test_llama_cpp_command_uses_the_bundled_model_and_half_the_cores() -> None:
+    """The same thread rule as the embedded model: a server beside MD workers must not stall on them."""
     argv, env = serve.server_command("llama-cpp", model=None, port=8080, host="127.0.0.1")
     assert argv[:3] == [sys.executable, "-m", "llama_cpp.server"]
     model = Path(argv[argv.index("--model") + 1])
     assert model.name == "SmolLM2-135M-Instruct.Q4_1.gguf" and model.is_file()
-    assert argv[argv.index("--n_threads") + 1] == str(len(os.sched_getaffinity(0)))
+    assert argv[argv.index("--n_threads") + 1] == str(max(1, len(os.sched_getaffinity(0)) // 2))
     assert "localhost" in env["NO_PROXY"].split(",") and "127.0.0.1" in env["no_proxy"].split(",")
     with pytest.raises(ConfigError, match="not found"):
         serve.server_command("llama-cpp", model="/no/such.gguf", port=8080, host="127.0.0.1")

@@ -15,9 +15,18 @@ from scipy import stats
 from sciagent.science.stability import RmsdDrift, StabilityThresholds, assess_stability, rmsd_drift
 
 
-def drift(change: float, standard_error: float) -> RmsdDrift:
-    """A drift over the default window of a 50 ps run (the last 25 ps, 5 blocks)."""
-    return RmsdDrift(window_ps=25.0, blocks=5, change_angstrom=change, standard_error_angstrom=standard_error)
+def drift(change: float, standard_error: float, final: float = 2.0) -> RmsdDrift:
+    """A drift over the default window of a 50 ps run (the last 25 ps, 5 blocks of 5 ps, so the change
+    spans the 20 ps between the first and last block's mid-times), its last block's mean at ``final``."""
+    return RmsdDrift(
+        window_ps=25.0,
+        blocks=5,
+        change_angstrom=change,
+        standard_error_angstrom=standard_error,
+        final_block_mean_angstrom=final,
+        lookahead_ps=25.0,
+        projected_angstrom=final + change * 25.0 / 20.0,
+    )
 
 
 GOOD = {
@@ -61,17 +70,21 @@ GOOD = {
             "backbone RMSD drift: fewer than 3 frames in the drift window: too short",
         ),
         (
-            {"rmsd_drift": drift(0.9, 0.1)},
+            {"rmsd_drift": drift(0.9, 0.1, final=2.5)},
             "inconclusive",
             ["still drifting"],
-            "backbone RMSD drift over the last 25 ps, 5 block means, 0.9 ± 0.1 Å (maximum |drift| 0.5 Å or"
-            " 3.18 standard errors, here 0.5 Å): still drifting",
+            "backbone RMSD drift over the last 25 ps, 5 block means, 0.9 ± 0.1 Å, on course for 3.62 Å 25 ps"
+            " on (drifting: a rise beyond 0.5 Å and 3.18 standard errors, here 0.5 Å, on course past 3 Å):"
+            " still drifting",
         ),
-        ({"rmsd_drift": drift(-0.9, 0.1)}, "inconclusive", ["still drifting"], "-0.9 ± 0.1 Å"),
-        # Significant (40 standard errors) but small: a settled fold's breathing, not a trend.
-        ({"rmsd_drift": drift(0.4, 0.01)}, "stable", [], "here 0.5 Å): ok"),
+        # The same rise from a low plateau stays clear of a lost fold: relaxation, not a verdict to wait for.
+        ({"rmsd_drift": drift(0.9, 0.1, final=1.5)}, "stable", [], "on course for 2.62 Å 25 ps on"),
+        # A falling RMSD: more of it would not lose the fold.
+        ({"rmsd_drift": drift(-0.9, 0.1, final=2.9)}, "stable", [], "-0.9 ± 0.1 Å"),
+        # Significant (40 standard errors) and on course past 3 Å, but small: breathing, not a trend.
+        ({"rmsd_drift": drift(0.4, 0.01, final=2.9)}, "stable", [], "here 0.5 Å, on course past 3 Å): ok"),
         # Large but within the noise: the limit is 3.18 standard errors, 1.3 Å.
-        ({"rmsd_drift": drift(0.9, 0.4)}, "stable", [], "here 1.3 Å): ok"),
+        ({"rmsd_drift": drift(0.9, 0.4, final=2.5)}, "stable", [], "here 1.3 Å, on course past 3 Å): ok"),
         (
             {"mean_temperature_k": 320.0},
             "inconclusive",
@@ -81,7 +94,7 @@ GOOD = {
         ({"mean_temperature_k": 280.0}, "inconclusive", ["thermostat did not equilibrate"], None),
         # The fold is lost: a longer run will not bring it back, so "unstable" wins over "inconclusive".
         (
-            {"final_window_rmsd_mean_angstrom": 6.0, "frames": 5, "rmsd_drift": drift(4.0, 0.1)},
+            {"final_window_rmsd_mean_angstrom": 6.0, "frames": 5, "rmsd_drift": drift(4.0, 0.1, final=6.0)},
             "unstable",
             ["too short", "fold lost", "still drifting"],
             "fold lost",
@@ -154,13 +167,14 @@ def test_thresholds_reject_meaningless_values(bad: dict[str, float]) -> None:
 
 
 # Synthetic backbone RMSD series for the drift test: 100 frames every 0.5 ps (the default study's
-# 50 ps at report_interval 125 x 4 fs). The noise is what the 300 K villin run shows about its plateau:
-# a standard deviation of about 0.25 Å, correlated over about 2 ps (first-order autoregressive).
+# 50 ps at report_interval 125 x 4 fs). The noise is what 300 K villin runs show about their plateau
+# (four seeds, the last 25 ps of 50): a standard deviation of 0.3-0.4 Å, correlated over about 3 ps
+# (first-order autoregressive).
 FRAME_PS = 0.5
 TIME_NS = np.arange(1, 101) * FRAME_PS / 1000.0
 
 
-def breathing(rng: np.random.Generator, sigma: float = 0.25, correlation_ps: float = 2.0) -> np.ndarray:
+def breathing(rng: np.random.Generator, sigma: float = 0.35, correlation_ps: float = 3.0) -> np.ndarray:
     """Stationary correlated noise, as a folded protein's RMSD fluctuates about its plateau."""
     phi = math.exp(-FRAME_PS / correlation_ps)
     noise = np.empty(len(TIME_NS))
@@ -209,12 +223,19 @@ def test_noisy_plateau_of_the_minimum_length_is_stable() -> None:
     assert (verdict, failed) == ("stable", [])
 
 
-def test_a_plateau_is_rarely_and_a_steady_drift_mostly_called_drifting() -> None:
+def test_a_plateau_is_rarely_and_a_steady_slip_often_called_drifting() -> None:
+    """The drift test's false-alarm rate and power at the minimum length, with the measured noise.
+
+    A slip of 1 Å across the window is about three times the breathing's standard deviation, and five
+    blocks of 5 ps are only roughly independent at a 3 ps correlation time: at 50 ps the test finds
+    such a slip about half the time (55% measured over 400 series), which is why the guardrails plan
+    twice the minimum when they can and a workflow extends a run whose verdict is inconclusive.
+    """
     rng = np.random.default_rng(2024)
     plateaus = [verdict_of(2.3 + breathing(rng)) for _ in range(200)]
     # A fold slipping at 50 Å/ns, from 0.5 Å to 3 Å over the 50 ps: 1 Å between the drift window's
-    # first and last block, four times the noise, and still under the 3 Å of a lost fold.
+    # first and last block, on course past the 3 Å of a lost fold.
     drifts = [verdict_of(0.5 + 50.0 * TIME_NS + breathing(rng)) for _ in range(200)]
 
-    assert sum(v == ("stable", []) for v in plateaus) >= 190  # a false alarm at most 1 time in 20
-    assert sum(v == ("inconclusive", ["still drifting"]) for v in drifts) >= 160  # found 4 times in 5
+    assert sum(v == ("stable", []) for v in plateaus) >= 185  # false alarms: 4% measured, at most 7.5%
+    assert sum(v == ("inconclusive", ["still drifting"]) for v in drifts) >= 90  # found 55%, at least 45%
