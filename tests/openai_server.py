@@ -117,6 +117,16 @@ def status_reply(status: int, *, retry_after: float | str | None = None, message
     return Reply(status=status, body={"error": error}, headers=headers)
 
 
+# What llama-cpp-python's server (0.3.x) answers to ``response_format: json_schema``: HTTP 500 carrying
+# its request validation error (captured from `python -m llama_cpp.server` with the bundled model).
+LLAMA_CPP_REJECTS_JSON_SCHEMA = status_reply(
+    500,
+    message="1 validation error:\n  {'type': 'literal_error', 'loc': ('body', 'response_format', 'type'), "
+    "'msg': \"Input should be 'text' or 'json_object'\", 'input': 'json_schema'}\n\n  File "
+    '"llama_cpp/server/app.py", line 376, in create_chat_completion\n    POST /v1/chat/completions',
+)
+
+
 def slow_reply(seconds: float, reply: Reply | None = None) -> Reply:
     """``reply`` (by default a text reply) after waiting ``seconds``: to make clients time out."""
     base = reply if reply is not None else text_reply("slow answer")

@@ -11,6 +11,7 @@ from email.utils import format_datetime
 import pytest
 
 from openai_server import (
+    LLAMA_CPP_REJECTS_JSON_SCHEMA,
     OpenAIServer,
     drop_connection,
     json_reply,
@@ -104,13 +105,66 @@ def test_invalid_tool_arguments_are_kept_raw(openai_server: OpenAIServer, model:
             {"type": "json_schema", "json_schema": {"name": "Plan", "schema": {"type": "object"}}},
         ),
         ("json_object", {"type": "json_object", "schema": {"type": "object"}}),
+        ("prompt", None),
     ],
 )
 def test_response_format_dialect(openai_server: OpenAIServer, style: str, expected: dict) -> None:
     openai_server.script(text_reply("{}"))
     model = OpenAICompatModel(openai_server.base_url, "test-model", response_format_style=style)  # type: ignore[arg-type]
     model.chat(HELLO, output_schema=OutputSchema("Plan", {"type": "object"}))
-    assert openai_server.requests[0].body["response_format"] == expected
+    assert openai_server.requests[0].body.get("response_format") == expected
+    if style == "prompt":  # the schema travels in a system message instead
+        first = openai_server.requests[0].body["messages"][0]
+        assert first["role"] == "system" and '{"type":"object"}' in first["content"]
+
+
+BOUNDED = OutputSchema(
+    "Plan", {"type": "object", "properties": {"replicas": {"type": "integer", "minimum": 1, "maximum": 3}}}
+)
+
+
+def test_a_rejected_style_is_not_retried_and_the_next_style_is_remembered(
+    openai_server: OpenAIServer, model: OpenAICompatModel, sleeps: list[float]
+) -> None:
+    openai_server.script(LLAMA_CPP_REJECTS_JSON_SCHEMA, text_reply('{"replicas": 2}'), text_reply("{}"))
+    assert model.chat(HELLO, output_schema=BOUNDED).text == '{"replicas": 2}'
+    assert model.response_format_style == "json_object"
+    model.chat(HELLO, output_schema=BOUNDED)  # straight to the style that worked
+    formats = [r.body["response_format"]["type"] for r in openai_server.chat_requests()]
+    assert formats == ["json_schema", "json_object", "json_object"] and sleeps == []
+    # llama.cpp's grammar ignores numeric bounds: it gets them as an enum, as the embedded model does.
+    sent = openai_server.chat_requests()[1].body["response_format"]["schema"]["properties"]["replicas"]
+    assert sent["enum"] == [1, 2, 3]
+
+
+def test_a_server_rejecting_both_formats_gets_the_schema_in_the_prompt(
+    openai_server: OpenAIServer, model: OpenAICompatModel
+) -> None:
+    openai_server.script(status_reply(400, message="response_format is not supported"), status_reply(422))
+    openai_server.script(text_reply('{"replicas": 1}'))
+    assert model.chat(HELLO, output_schema=BOUNDED).text == '{"replicas": 1}'
+    last = openai_server.chat_requests()[-1].body
+    assert "response_format" not in last and '"enum":[1,2,3]' in last["messages"][0]["content"]
+    assert model.response_format_style == "prompt"
+
+
+def test_a_request_rejected_in_every_style_says_what_the_server_said(
+    openai_server: OpenAIServer, model: OpenAICompatModel
+) -> None:
+    openai_server.script(*[status_reply(400, message="prompt is longer than the context")] * 3)
+    with pytest.raises(ModelRequestError, match="rejected a structured request in every style") as caught:
+        model.chat(HELLO, output_schema=BOUNDED)
+    assert "could not reach" not in str(caught.value) and "longer than the context" in str(caught.value)
+    assert len(openai_server.requests) == 3
+
+
+def test_a_500_saying_the_request_is_invalid_is_not_retried(
+    openai_server: OpenAIServer, model: OpenAICompatModel, sleeps: list[float]
+) -> None:
+    openai_server.script(LLAMA_CPP_REJECTS_JSON_SCHEMA)
+    with pytest.raises(ModelRequestError, match=r"rejected the request \(HTTP 500\): 1 validation error"):
+        model.chat(HELLO)
+    assert len(openai_server.requests) == 1 and sleeps == []
 
 
 def test_429_is_retried_honouring_retry_after(

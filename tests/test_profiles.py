@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from openai_server import status_reply, text_reply
+from openai_server import LLAMA_CPP_REJECTS_JSON_SCHEMA, status_reply, text_reply
 from sciagent.config import Settings
 from sciagent.errors import ConfigError
 from sciagent.llm.openai_compat import OpenAICompatModel
@@ -141,16 +141,25 @@ def test_make_model_sends_the_env_key_and_discovers_the_served_model(
 
 
 def test_llm_check_reports_model_latency_and_tokens_per_s(isolated: Path, openai_server) -> None:
-    openai_server.script(text_reply("ready", model="served/model-a", completion_tokens=5))
+    """The profile keeps the default json_schema style; the server speaks llama.cpp's dialect."""
+    openai_server.models = ["served/model-a", "served/model-b"]
+    openai_server.script(
+        text_reply("ready", model="served/model-a", completion_tokens=5),
+        LLAMA_CPP_REJECTS_JSON_SCHEMA,
+        text_reply('{"ready": true}'),
+    )
     write_config(isolated, f'[llm.lab]\nbase_url = "{openai_server.base_url}"\nmodel = "served/model-a"\n')
     completed = sciagent("llm", "check", "--llm", "lab", cwd=isolated)
     assert completed.returncode == 0, completed.stderr
-    lines = dict(line.split(":", 1) for line in completed.stdout.splitlines())
-    assert lines["profile"].strip() == "lab"
-    assert lines["model"].strip() == "served/model-a"
-    assert lines["latency"].strip().endswith(" s")
+    lines = {k: v.strip() for k, v in (line.split(":", 1) for line in completed.stdout.splitlines())}
+    assert lines["profile"] == "lab"
+    assert lines["model"] == "served/model-a"
+    assert lines["models"] == "served/model-a, served/model-b"
+    assert lines["latency"].endswith(" s")
     assert float(lines["tokens/s"]) > 0
-    assert len(openai_server.chat_requests()) == 1  # one round trip
+    assert lines["structured"] == "json_object"  # negotiated: the 500 was not retried
+    assert lines["tools"] == "native tool calls"
+    assert len(openai_server.chat_requests()) == 3
 
 
 def _one_line_error(completed: subprocess.CompletedProcess[str]) -> str:

@@ -18,10 +18,17 @@ import time
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel, Field
 
 from sciagent.errors import ConfigError, ModelUnavailable
 from sciagent.llm import serve
 from sciagent.llm.openai_compat import OpenAICompatModel
+from sciagent.llm.structured import ask_structured
+
+
+class Replicas(BaseModel):
+    replicas: int = Field(ge=1, le=3)
+
 
 SCIAGENT = [sys.executable, "-m", "sciagent"]
 
@@ -243,6 +250,13 @@ def test_real_llama_cpp_server_detached_then_stopped(tmp_path: Path) -> None:
         )
         reply = model.chat([{"role": "user", "content": "Say hello."}], max_tokens=8, temperature=0.0)
         assert reply.text and reply.usage.completion_tokens > 0
+        # A profile left at its default style: the server's 500 for json_schema is not retried, the
+        # next style is, with small ranges as enums (its grammar ignores minimum/maximum; unbounded,
+        # this model answered replicas 1028), and the style that worked is kept.
+        default = OpenAICompatModel(base_url, served[0], supports_native_tools=False)
+        ask = [{"role": "user", "content": "How many replicas (1 to 3)? Answer in JSON."}]
+        answer = ask_structured(default, ask, Replicas, retries=0, max_tokens=16)
+        assert 1 <= answer.value.replicas <= 3 and default.response_format_style == "json_object"
     finally:
         stopped = subprocess.run(
             [*SCIAGENT, "llm", "stop", "--port", str(port)],

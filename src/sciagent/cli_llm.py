@@ -15,13 +15,17 @@ from types import FrameType
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from pydantic import BaseModel
 from rich.table import Table
 
 from sciagent.cli_common import EXIT_BAD_INPUT, EXIT_FAILED, fail, load_settings
 from sciagent.console import err_console, out_console
-from sciagent.errors import ModelError, UserError
+from sciagent.errors import ModelError, StructuredOutputError, UserError
 from sciagent.llm import auth
+from sciagent.llm.base import ChatModel
+from sciagent.llm.openai_compat import OpenAICompatModel
 from sciagent.llm.profiles import all_profiles, key_source, make_model, resolve_profile
+from sciagent.llm.structured import ask_structured
 
 if TYPE_CHECKING:
     from sciagent.llm.serve import ServerHandle
@@ -33,6 +37,7 @@ llm_app = typer.Typer(
 auth_app = typer.Typer(help="Log in to the facility inference service with Globus.", no_args_is_help=True)
 
 _CHECK_PROMPT = [{"role": "user", "content": "Reply with one word: ready"}]
+_STRUCTURED_PROMPT = [{"role": "user", "content": 'Are you ready? Answer in JSON: {"ready": true}'}]
 
 
 class ServeBackend(str, Enum):
@@ -46,7 +51,7 @@ def check(
         str | None, typer.Option("--llm", help="profile name (default: settings' default_llm)")
     ] = None,
 ) -> None:
-    """One round trip to a model: prints the profile, model id, latency and tokens/s."""
+    """Round trips to a model: served models, latency, tokens/s, and the structured style that works."""
     settings = load_settings()
     name = llm or settings.default_llm
     try:
@@ -64,11 +69,42 @@ def check(
         ("profile", name),
         ("endpoint", profile.base_url or "in process"),
         ("model", reply.model or model.model_id),
+        ("models", _served_models(model)),
         ("latency", f"{reply.latency_s:.2f} s"),
         ("tokens/s", rate),
         ("reply", " ".join((reply.text or "").split())[:80]),
+        ("structured", _structured_style(model)),
+        (
+            "tools",
+            "native tool calls" if model.supports_native_tools else "decision schema (no native tools)",
+        ),
     ):
-        out_console.print(f"{label + ':':<10}{value}", highlight=False, markup=False)
+        out_console.print(f"{label + ':':<12}{value}", highlight=False, markup=False)
+
+
+class _Ready(BaseModel):
+    ready: bool
+
+
+def _served_models(model: ChatModel) -> str:
+    """What the endpoint lists at /v1/models; an in-process model serves only itself."""
+    if not isinstance(model, OpenAICompatModel):
+        return model.model_id
+    try:
+        return ", ".join(model.list_models()) or "none listed"
+    except ModelError as exc:
+        return f"not listed ({auth.redact(str(exc))})"
+
+
+def _structured_style(model: ChatModel) -> str:
+    """The structured-output style the model answered in (negotiated for an endpoint), or why none did."""
+    try:
+        ask_structured(model, _STRUCTURED_PROMPT, _Ready, retries=0, max_tokens=32)
+    except StructuredOutputError:
+        return f"{model.response_format_style} accepted, but the reply did not validate"
+    except ModelError as exc:
+        return f"none works: {auth.redact(str(exc))}"
+    return model.response_format_style
 
 
 @llm_app.command()

@@ -58,6 +58,14 @@ class ModelRequestError(ModelError):
     """The endpoint refused the request as invalid (a 4xx other than auth or rate limits)."""
 
 
+class RequestRejected(ModelRequestError):
+    """The server read the request and said it was invalid (HTTP 400/422, or a 5xx saying so).
+
+    Another shape of the same request may be accepted, so a structured request is asked again in the
+    next ``response_format`` style; anything else is reported in the server's own words.
+    """
+
+
 class StructuredOutputError(ModelError):
     """The model's answers never validated against the requested schema.
 

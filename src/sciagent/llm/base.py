@@ -7,11 +7,15 @@ text and/or parsed tool calls, token usage and latency, never a backend-specific
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
 Message = dict[str, Any]
-ResponseFormatStyle = Literal["json_schema", "json_object"]
+# How a structured answer is asked for: OpenAI's ``json_schema`` (vLLM, OpenAI), llama.cpp's
+# ``json_object`` with a schema, or ``prompt`` (the schema in a system message, for servers with neither).
+ResponseFormatStyle = Literal["json_schema", "json_object", "prompt"]
+RESPONSE_FORMAT_STYLES: tuple[ResponseFormatStyle, ...] = ("json_schema", "json_object", "prompt")
 
 
 @dataclass(frozen=True)
@@ -46,14 +50,25 @@ class OutputSchema:
     name: str
     schema: dict[str, Any]
 
-    def response_format(self, style: ResponseFormatStyle) -> dict[str, Any]:
+    def response_format(self, style: ResponseFormatStyle) -> dict[str, Any] | None:
         """The ``response_format`` request field in the dialect the backend understands.
 
-        vLLM and OpenAI take ``json_schema``; llama-cpp-python takes only ``json_object`` with a schema.
+        vLLM and OpenAI take ``json_schema``; llama-cpp-python takes only ``json_object`` with a
+        schema; the ``prompt`` style sends none (see ``instruction``).
         """
+        if style == "prompt":
+            return None
         if style == "json_object":
             return {"type": "json_object", "schema": self.schema}
         return {"type": "json_schema", "json_schema": {"name": self.name, "schema": self.schema}}
+
+    def instruction(self) -> Message:
+        """The system message that carries the schema when the request itself cannot (``prompt``)."""
+        schema = json.dumps(self.schema, separators=(",", ":"))
+        return {
+            "role": "system",
+            "content": f"Answer with one JSON object, nothing else, that matches this JSON schema: {schema}",
+        }
 
 
 @dataclass(frozen=True)

@@ -5,14 +5,23 @@ are switched off so only ``RetryPolicy`` retries, STYLE.md habit 8), mapping SDK
 type and status code (habit 9), and turning SDK objects into plain ``ChatResponse`` values.
 
 What is retried: connection errors, timeouts, HTTP 408, 429 and 5xx (honouring ``Retry-After``).
-What is not: 401/403 (``ModelAuthError``: the user must log in) and other 4xx (``ModelRequestError``:
-asking again would get the same answer). The API key never appears in messages, logs or ``repr``.
+What is not: 401/403 (``ModelAuthError``: the user must log in), other 4xx, and a 500 or 501 whose
+body says the request was invalid (llama.cpp's server answers a request it cannot parse with a 500
+carrying the validation error): asking again would get the same answer, so the error quotes the
+server (``RequestRejected``). The API key never appears in messages, logs or ``repr``.
+
+Structured answers are negotiated: a request the server rejects in one ``response_format`` style is
+sent again in the next (``json_schema`` → ``json_object`` with the schema → the schema in a system
+message), and the style that worked is kept for the model's later calls (``response_format_style``).
+The schema sent in the llama.cpp styles is the grammar-friendly one the embedded model gets: their
+grammars ignore numeric bounds, so small ranges become enums (``sciagent.llm.grammar``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -20,8 +29,15 @@ from typing import Any, TypeVar
 
 import openai
 
-from sciagent.errors import ModelAuthError, ModelError, ModelRequestError, ModelUnavailable
+from sciagent.errors import (
+    ModelAuthError,
+    ModelError,
+    ModelRequestError,
+    ModelUnavailable,
+    RequestRejected,
+)
 from sciagent.llm.base import (
+    RESPONSE_FORMAT_STYLES,
     ChatResponse,
     Message,
     OutputSchema,
@@ -30,6 +46,7 @@ from sciagent.llm.base import (
     ToolSpec,
     Usage,
 )
+from sciagent.llm.grammar import grammar_friendly_schema
 from sciagent.llm.retry import RetryPolicy, parse_retry_after
 
 log = logging.getLogger(__name__)
@@ -40,7 +57,12 @@ T = TypeVar("T")
 PLACEHOLDER_API_KEY = "not-needed"
 _RETRYABLE_STATUS = frozenset({408, 429})
 _AUTH_STATUS = frozenset({401, 403})
-_RESPONSE_FORMAT_STYLES = ("json_schema", "json_object")
+_INVALID_STATUS = frozenset({400, 422})
+# A 500 or 501 with these words is the server rejecting the request, not failing to serve it.
+_SAYS_INVALID = re.compile(
+    r"validation error|invalid request|bad request|unprocessable|not supported|unsupported|not implemented",
+    re.IGNORECASE,
+)
 _BASE_URL_HINT = "check that the base URL points at an OpenAI-compatible API (it usually ends in /v1)"
 
 
@@ -56,7 +78,9 @@ class OpenAICompatModel:
         api_key: bearer token; None sends a placeholder, since local servers need none.
         timeout_s: per-attempt HTTP timeout; generous by default because long generations are slow.
         retry: back-off policy for transient failures.
-        response_format_style: ``json_schema`` (vLLM, OpenAI) or ``json_object`` (llama-cpp-python).
+        response_format_style: the structured-output style to try first: ``json_schema`` (vLLM,
+            OpenAI), ``json_object`` (llama-cpp-python) or ``prompt``; the others are tried when the
+            server rejects it, and the one that works is kept here.
         supports_native_tools: whether the server honours ``tools=``.
         sleep: how to wait between attempts; tests inject a recorder.
     """
@@ -79,8 +103,8 @@ class OpenAICompatModel:
             raise ValueError("model is empty: give the model id the endpoint serves (see list_models())")
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be > 0 seconds, got {timeout_s}")
-        if response_format_style not in _RESPONSE_FORMAT_STYLES:
-            raise ValueError(f"response_format_style must be one of {_RESPONSE_FORMAT_STYLES}")
+        if response_format_style not in RESPONSE_FORMAT_STYLES:
+            raise ValueError(f"response_format_style must be one of {RESPONSE_FORMAT_STYLES}")
         self.base_url = base_url.rstrip("/")
         self.model_id = model
         self.supports_native_tools = supports_native_tools
@@ -105,16 +129,44 @@ class OpenAICompatModel:
         temperature: float | None = None,
         max_tokens: int | None = None,
     ) -> ChatResponse:
-        """Send ``messages``; see ``ChatModel.chat``. Unset options are left out of the request."""
+        """Send ``messages``; see ``ChatModel.chat``. Unset options are left out of the request.
+
+        With ``output_schema``, a style the server rejects is followed by the next one (module
+        docstring); the error after the last names what the server said to each.
+        """
         request: dict[str, Any] = {"model": self.model_id, "messages": messages}
         if tools:
             request["tools"] = [tool.to_openai() for tool in tools]
-        if output_schema is not None:
-            request["response_format"] = output_schema.response_format(self.response_format_style)
         if temperature is not None:
             request["temperature"] = temperature
         if max_tokens is not None:
             request["max_tokens"] = max_tokens
+        if output_schema is None:
+            return self._complete(request)
+        rejections: list[str] = []
+        for style in self._styles_to_try():
+            try:
+                response = self._complete(_structured(request, output_schema, style))
+            except RequestRejected as exc:
+                rejections.append(f"{style}: {exc}")
+                log.info("%s rejected a %s request; trying the next style", self.base_url, style)
+                continue
+            if style != self.response_format_style:
+                log.warning("%s answers structured requests in the %s style", self.base_url, style)
+                self.response_format_style = style
+            return response
+        raise RequestRejected(
+            f"the endpoint {self.base_url} rejected a structured request in every style ("
+            + "; ".join(rejections)
+            + ")"
+        )
+
+    def _styles_to_try(self) -> list[ResponseFormatStyle]:
+        """The current style first, then the others in their usual order."""
+        first = self.response_format_style
+        return [first, *(style for style in RESPONSE_FORMAT_STYLES if style != first)]
+
+    def _complete(self, request: dict[str, Any]) -> ChatResponse:
         completion, latency_s = self._with_retries(
             lambda: self._client.chat.completions.create(**request), "chat completion"
         )
@@ -137,7 +189,7 @@ class OpenAICompatModel:
                     f"the endpoint {self.base_url} answered with invalid JSON; {_BASE_URL_HINT}"
                 ) from exc
             except openai.APIStatusError as exc:
-                if exc.status_code not in _RETRYABLE_STATUS and exc.status_code < 500:
+                if (exc.status_code not in _RETRYABLE_STATUS and exc.status_code < 500) or _says_invalid(exc):
                     raise self._refusal(exc) from exc
                 cause, retry_after = exc, _retry_after_s(exc.response.headers)
             except openai.APIConnectionError as exc:  # includes APITimeoutError
@@ -165,9 +217,13 @@ class OpenAICompatModel:
                 f"the endpoint {self.base_url} rejected the token (HTTP {status}: {detail}): "
                 "run `sciagent auth login` or check the API key"
             )
+        if status in _INVALID_STATUS or status >= 500:
+            return RequestRejected(
+                f"the endpoint {self.base_url} rejected the request (HTTP {status}): {detail}"
+            )
         hint = "; check the base URL and the model id" if status == 404 else ""
         return ModelRequestError(
-            f"the endpoint {self.base_url} refused the request (HTTP {status}): {detail}{hint}"
+            f"the endpoint {self.base_url} rejected the request (HTTP {status}): {detail}{hint}"
         )
 
     def _redact(self, text: str) -> str:
@@ -183,6 +239,23 @@ class OpenAICompatModel:
                 f"the endpoint {self.base_url} answered with something other than a chat completion; "
                 f"{_BASE_URL_HINT}"
             ) from exc
+
+
+def _structured(
+    request: dict[str, Any], output_schema: OutputSchema, style: ResponseFormatStyle
+) -> dict[str, Any]:
+    """``request`` asking for ``output_schema`` in ``style`` (bounded for llama.cpp's grammars)."""
+    if style != "json_schema":
+        output_schema = OutputSchema(output_schema.name, grammar_friendly_schema(output_schema.schema))
+    response_format = output_schema.response_format(style)
+    if response_format is None:
+        return {**request, "messages": [output_schema.instruction(), *request["messages"]]}
+    return {**request, "response_format": response_format}
+
+
+def _says_invalid(exc: openai.APIStatusError) -> bool:
+    """A 500/501 whose body says the request was invalid: the server's words, not an outage."""
+    return exc.status_code in (500, 501) and bool(_SAYS_INVALID.search(_server_message(exc)))
 
 
 def _chat_response(completion: Any, latency_s: float, model_id: str) -> ChatResponse:
