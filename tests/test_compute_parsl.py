@@ -96,9 +96,13 @@ def _htex(tag: str = "", **kwargs: int) -> HighThroughputExecutor:
 
 @pytest.fixture(scope="module")
 def parsl(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ParslExecutor]:
-    """One executor (2 workers, 2 retries) for the tests that leave it usable."""
+    """One executor (2 workers, 2 Parsl retries: the executor used on its own) for the tests that
+    leave it usable. Sites build theirs with no retries (the workflow owns them)."""
     executor = ParslExecutor(
-        _htex(), run_dir=tmp_path_factory.mktemp("parsl"), worker_env={"SCIAGENT_PARSL_MARK": "on"}
+        _htex(),
+        run_dir=tmp_path_factory.mktemp("parsl"),
+        retries=2,
+        worker_env={"SCIAGENT_PARSL_MARK": "on"},
     )
     yield executor
     executor.shutdown(cancel=True)
@@ -237,7 +241,7 @@ def test_a_killed_block_is_replaced_and_the_task_resumes(tmp_path: Path) -> None
     """As when the batch job holding the workers is killed at its walltime: the whole block dies."""
     markers = tmp_path / "markers"
     markers.mkdir()
-    with ParslExecutor(_htex(heartbeat_threshold=3), run_dir=tmp_path / "run") as executor:
+    with ParslExecutor(_htex(heartbeat_threshold=3), run_dir=tmp_path / "run", retries=1) as executor:
         handle = executor.submit(slow_on_first_attempt, str(markers))
         while not (markers / "attempt-1").exists():
             time.sleep(0.1)

@@ -200,7 +200,7 @@ def _outcome(status: str, failure_class: str | None = None) -> SimulationOutcome
     [
         (_outcome("completed"), False, Action.ACCEPT),
         (_outcome("failed", "instability"), False, Action.ADAPT),
-        (_outcome("failed", "platform"), False, Action.RETRY),
+        (_outcome("failed", "platform"), False, Action.STOP),  # deterministic: not retried
         (_outcome("failed", "setup"), False, Action.STOP),
         (_outcome("failed", "timeout"), False, Action.STOP),
         (None, True, Action.RETRY),

@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from openai_server import OpenAIServer, RecordedRequest, Reply, slow_reply, text_reply
+from sciagent.agent.policy import RetryLimits
 from sciagent.science.analysis import analyze_trajectory
 from table_checks import assert_row_is_the_analysis
 
@@ -316,6 +317,39 @@ def test_a_lost_worker_is_retried_from_its_checkpoint(tmp_path: Path) -> None:
     assert condition["status"] == "completed" and condition["outcome"]["result"]["resumed_from_step"] > 0
     _assert_no_step_ran_twice(_run_dir(cwd))
     _assert_table_matches_the_files(results)
+
+
+@pytest.mark.hpc
+def test_a_worker_that_always_dies_runs_once_per_workflow_attempt(tmp_path: Path) -> None:
+    """One owner for lost-worker retries: the workflow's policy (``transient_retries``, 2 by default);
+    Parsl's own retries are 0 at every site. Every worker that starts T300-r1 on the local-parsl site
+    is killed: the task runs exactly 1 + 2 times (with Parsl retrying too it ran up to 9), the
+    condition fails with the count, the other completes, and the exit code says a condition failed."""
+    with OpenAIServer() as server:
+        server.script(text_reply(json.dumps(SAFE_PLAN)), text_reply(json.dumps(SUMMARY)))
+        cwd = _workspace(tmp_path, server.base_url, NO_EXTENSIONS)
+        process = subprocess.Popen(_command("--site", "local-parsl", "--budget", "90s", "--json"), cwd=cwd,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        killed: set[int] = set()
+        try:
+            while process.poll() is None:
+                started = _journal_rows(cwd, "SELECT id FROM runs")
+                csv = _run_dir(cwd) / "conditions/T300-r1/run1/state.csv" if started else None
+                worker = _process_writing(csv) if csv else None
+                if worker and worker not in killed:
+                    os.kill(worker, signal.SIGKILL)
+                    killed.add(worker)
+                time.sleep(0.1)
+            stdout, stderr = process.communicate(timeout=60)
+        finally:
+            process.kill()
+    assert process.returncode == 1, stderr
+    assert len(killed) == 1 + RetryLimits().transient_retries
+    results = _results(json.loads(stdout))
+    statuses = {c["name"]: c["status"] for c in results["record"]["conditions"]}
+    assert statuses == {"T300-r1": "failed", "T400-r1": "completed"}
+    attempts = [k for (k,) in _journal_rows(cwd, "SELECT key FROM tasks") if k.startswith("T300-r1")]
+    assert len(attempts) == 3
 
 
 def _checkpointed_workdir(cwd: Path, condition: str) -> Path | None:

@@ -31,7 +31,12 @@ class Action(str, Enum):
 
 @dataclass(frozen=True)
 class RetryLimits:
-    """How many times each kind of second chance is given to one condition."""
+    """How many times each kind of second chance is given to one condition.
+
+    ``transient_retries`` is the one owner of retries after a lost worker: executors do not retry
+    (Parsl's ``retries`` is 0 at every site), so a task whose worker always dies runs 1 + this many
+    times. A deterministic failure (``platform``, ``setup``) is not retried at all.
+    """
 
     transient_retries: int = 2
     adaptation_rounds: int = 2
@@ -74,7 +79,7 @@ def next_action(outcome: SimulationOutcome | None, *, worker_lost: bool = False)
         return Action.EXTEND if needs_longer_production(outcome) else Action.ACCEPT
     return {
         "instability": Action.ADAPT,
-        "platform": Action.RETRY,
+        "platform": Action.STOP,  # the platform failed the same way on this site: again would too
         "setup": Action.STOP,
         "timeout": Action.STOP,
     }[result.failure_class or "setup"]

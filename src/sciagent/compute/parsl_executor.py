@@ -130,6 +130,10 @@ class ParslExecutor:
         run_dir: Parsl's run directory: ``NNN/parsl.log``, with the interchange's and the workers'
             logs beside it; Parsl's log records go only there.
         retries: re-runs Parsl may spend on a lost worker, manager or block (see ``retry_cost``).
+            0 by default, and at every site: a study's lost-worker retries belong to the
+            workflow (``RetryLimits.transient_retries``), which journals each attempt and resumes
+            it from its checkpoint; two owners would multiply (1 + 2) x (1 + 2) executions, each
+            possibly a new batch job. Set it only when using this executor on its own.
         capacity: tasks handed to Parsl at once; defaults to the HTEX's workers per node times the
             provider's nodes per block times its maximum blocks.
         worker_env: environment applied in the worker before each task is unpickled (thread counts);
@@ -145,7 +149,7 @@ class ParslExecutor:
         *,
         name: str = "parsl",
         run_dir: Path,
-        retries: int = 2,
+        retries: int = 0,
         capacity: int | None = None,
         worker_env: dict[str, str] | None = None,
     ) -> None:
