@@ -158,7 +158,7 @@ def test_llm_check_reports_model_latency_and_tokens_per_s(isolated: Path, openai
     assert lines["latency"].endswith(" s")
     assert float(lines["tokens/s"]) > 0
     assert lines["structured"] == "json_object"  # negotiated: the 500 was not retried
-    assert lines["tools"] == "native tool calls"
+    assert lines["tools"] == "native tool calls (profile setting, not probed)"
     assert len(openai_server.chat_requests()) == 3
 
 

@@ -20,10 +20,13 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel, Field
 
+from sciagent.agent.plans import PRODUCTION_CHOICES_PS, StudyPlan
 from sciagent.errors import ConfigError, ModelUnavailable
 from sciagent.llm import serve
 from sciagent.llm.openai_compat import OpenAICompatModel
 from sciagent.llm.structured import ask_structured
+from sciagent.workflows.md_stability import DEFAULT_GOAL
+from sciagent.workflows.prompts import plan_messages
 
 
 class Replicas(BaseModel):
@@ -257,6 +260,10 @@ def test_real_llama_cpp_server_detached_then_stopped(tmp_path: Path) -> None:
         ask = [{"role": "user", "content": "How many replicas (1 to 3)? Answer in JSON."}]
         answer = ask_structured(default, ask, Replicas, retries=0, max_tokens=16)
         assert 1 <= answer.value.replicas <= 3 and default.response_format_style == "json_object"
+        # The study's own plan validates on the first answer: a float's bounds are not in the grammar,
+        # so the plan offers the model a list of lengths (unlisted, it answered 3.6e-40 ps three times).
+        plan = ask_structured(default, plan_messages(DEFAULT_GOAL, "villin", 300.0), StudyPlan, retries=0)
+        assert plan.value.production_ps in PRODUCTION_CHOICES_PS
     finally:
         stopped = subprocess.run(
             [*SCIAGENT, "llm", "stop", "--port", str(port)],

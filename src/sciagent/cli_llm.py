@@ -76,7 +76,9 @@ def check(
         ("structured", _structured_style(model)),
         (
             "tools",
-            "native tool calls" if model.supports_native_tools else "decision schema (no native tools)",
+            "native tool calls (profile setting, not probed)"
+            if model.supports_native_tools
+            else "decision schema (profile: no native tools)",
         ),
     ):
         out_console.print(f"{label + ':':<12}{value}", highlight=False, markup=False)

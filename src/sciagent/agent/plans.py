@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 
 ReferenceTemperature = Literal[290, 300, 310]
 ElevatedTemperature = Literal[320, 330, 340, 350, 360, 370, 380, 390, 400, 420, 450]
+PRODUCTION_CHOICES_PS = (10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10_000, 20_000, 50_000)
 
 
 class StudyPlan(BaseModel):
@@ -27,7 +28,14 @@ class StudyPlan(BaseModel):
     timestep_fs: Literal[1, 2, 4] = Field(description="4 fs needs hydrogen mass repartitioning")
     hydrogen_mass_repartitioning: bool
     constraints: Literal["hbonds", "none"] = Field(description="none lets bonds to hydrogen vibrate freely")
-    production_ps: float = Field(ge=1, le=50_000, description="production length per run in picoseconds")
+    production_ps: float = Field(
+        ge=1,
+        le=50_000,
+        description="production length per run in picoseconds",
+        # What the model may say: a grammar enforces an enum but not a float's bounds (a model behind
+        # llama.cpp's server answered 3.6e-40 three times). Validation still takes any length in range.
+        json_schema_extra={"enum": list(PRODUCTION_CHOICES_PS)},
+    )
     solvent: Literal["implicit", "explicit"]
     rationale: str = Field(max_length=800, description="why this design answers the goal")
 

@@ -152,7 +152,7 @@ class OpenAICompatModel:
                 log.info("%s rejected a %s request; trying the next style", self.base_url, style)
                 continue
             if style != self.response_format_style:
-                log.warning("%s answers structured requests in the %s style", self.base_url, style)
+                log.info("%s answers structured requests in the %s style", self.base_url, style)
                 self.response_format_style = style
             return response
         raise RequestRejected(
