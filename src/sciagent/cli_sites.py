@@ -17,7 +17,7 @@ import typer
 from rich.table import Table
 
 from sciagent.cli_common import EXIT_BAD_INPUT, EXIT_FAILED, fail, load_settings
-from sciagent.compute.errors import TaskError, TaskRaised
+from sciagent.compute.errors import TaskError, TaskRaised, WorkerLost
 from sciagent.compute.sites import BUILTIN_SITES, SiteUnavailable, all_sites, make_executor, resolve_site
 from sciagent.console import err_console, out_console
 from sciagent.errors import UserError
@@ -99,11 +99,26 @@ def check(
 
 def _describe(exc: TaskError) -> str:
     """Why the probe failed, in one line; a batch job the scheduler refused is named as such."""
-    if isinstance(exc, TaskRaised) and exc.type_name == _BLOCK_FAILURES:
+    refusal = _block_failure_text(exc)
+    if refusal is not None:
         # "Error 1:" then "Failed to start block 0: ... Submit command '...' failed; ... stderr=..."
-        details = [line.strip() for line in exc.error_message.splitlines() if line.strip()]
-        return f"its batch job could not be started: {details[1] if len(details) > 1 else details[0]}"
+        details = [line.strip() for line in refusal.splitlines() if line.strip()]
+        started = next((line for line in details if line.startswith("Failed to start block")), None)
+        return f"its batch job could not be started: {started or details[-1]}"
     return f"the probe task failed: {_first_line(exc.message)}"
+
+
+def _block_failure_text(exc: TaskError) -> str | None:
+    """Parsl's account of blocks that failed to start, whichever way it reached the task.
+
+    Without Parsl retries (the workflow owns them) the task sees the executor's ``BadStateException``
+    (a lost worker to us); with them, the retry meets ``TooManyJobFailuresError`` at submission.
+    """
+    if isinstance(exc, TaskRaised) and exc.type_name == _BLOCK_FAILURES:
+        return exc.error_message
+    if isinstance(exc, WorkerLost) and exc.detail.startswith("BadStateException"):
+        return exc.detail
+    return None
 
 
 def _first_line(text: str) -> str:
