@@ -217,14 +217,11 @@ class OpenAICompatModel:
                 f"the endpoint {self.base_url} rejected the token (HTTP {status}: {detail}): "
                 "run `sciagent auth login` or check the API key"
             )
+        message = f"the endpoint {self.base_url} rejected the request (HTTP {status}): {detail}"
         if status in _INVALID_STATUS or status >= 500:
-            return RequestRejected(
-                f"the endpoint {self.base_url} rejected the request (HTTP {status}): {detail}"
-            )
+            return RequestRejected(message)
         hint = "; check the base URL and the model id" if status == 404 else ""
-        return ModelRequestError(
-            f"the endpoint {self.base_url} rejected the request (HTTP {status}): {detail}{hint}"
-        )
+        return ModelRequestError(message + hint)
 
     def _redact(self, text: str) -> str:
         """Remove the key from server-supplied text, in case a server echoes it back in an error."""
