@@ -9,12 +9,14 @@ come back as the errors in ``sciagent.compute.errors``; retrying them is the wor
 from __future__ import annotations
 
 import pickle
+import threading
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
+from concurrent import futures
 from dataclasses import dataclass
 from enum import Enum
 from types import TracebackType
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from sciagent.compute.errors import TaskCancelled
 
@@ -115,6 +117,12 @@ class Executor(Protocol):
     ) -> None: ...
 
 
+def check_timeout(timeout_s: float | None) -> None:
+    """Refuse a task wall limit that is not a positive number of seconds (None: no limit)."""
+    if timeout_s is not None and not timeout_s > 0:
+        raise ValueError(f"timeout_s must be positive seconds or None, got {timeout_s}")
+
+
 def pickle_call(
     fn: Callable[..., Any], args: tuple, kwargs: dict, timeout_s: float | None, where: str
 ) -> bytes:
@@ -124,8 +132,7 @@ def pickle_call(
         ValueError: ``timeout_s`` is not positive.
         TypeError: the function or its arguments cannot be pickled (``where`` names the worker).
     """
-    if timeout_s is not None and not timeout_s > 0:
-        raise ValueError(f"timeout_s must be positive seconds or None, got {timeout_s}")
+    check_timeout(timeout_s)
     try:
         return pickle.dumps((fn, args, kwargs))
     except Exception as exc:
@@ -135,9 +142,87 @@ def pickle_call(
         ) from exc
 
 
-def claim_task_id(task_id: str | None, known: Mapping[str, object], executor: str) -> str:
-    """``task_id``, or a fresh one; a duplicate is refused. Call it under the executor's lock."""
-    task_id = uuid.uuid4().hex if task_id is None else task_id
-    if task_id in known:
-        raise ValueError(f"task id {task_id!r} is already used in executor {executor}")
-    return task_id
+class TaskRecord(Protocol):
+    """What every executor keeps per task: its id and the future that settles with its outcome."""
+
+    task_id: str
+    future: futures.Future
+
+
+RecordT = TypeVar("RecordT", bound=TaskRecord)
+TableT = TypeVar("TableT", bound="TaskTable")
+
+
+class TaskTable(Generic[RecordT]):
+    """What the three executors share: the task table under one lock, waiting, the context manager.
+
+    Each task's outcome is a ``concurrent.futures.Future`` settled with its value or ``TaskError``;
+    an engine decides when to settle it. ``_wait`` is the one hook an engine overrides when a task
+    can end without its future being settled first (Globus Compute's client-side wall limits).
+
+    Args:
+        name: names the executor in handles and logs.
+        capacity: how many tasks run at once.
+        lock: the table's lock; an engine whose futures may settle inside its own calls needs an RLock.
+    """
+
+    def __init__(self, name: str, capacity: int, lock: threading.Lock | threading.RLock) -> None:
+        self.name = name
+        self.capacity = capacity
+        self._lock = lock
+        self._tasks: dict[str, RecordT] = {}
+        self._closing = False
+
+    def result(self, handle: TaskHandle, timeout: float | None = None) -> Any:
+        """Wait for the task's value or raise its ``TaskError``; see ``Executor.result``."""
+        with self._lock:
+            task = self._lookup(handle)
+        if not self._wait([task], timeout):
+            raise futures.TimeoutError(f"task {task.task_id} did not finish within {timeout} s")
+        return task.future.result()
+
+    def wait_any(self, handles: Iterable[TaskHandle], timeout: float | None = None) -> list[TaskHandle]:
+        """The handles whose tasks have finished, in the order given; waits for at least one."""
+        handles = list(handles)
+        with self._lock:
+            tasks = [self._lookup(handle) for handle in handles]
+        done = self._wait(tasks, timeout) if tasks else []
+        return [handle for handle, task in zip(handles, tasks, strict=True) if task in done]
+
+    def shutdown(self, *, cancel: bool = False) -> None:  # pragma: no cover - every engine overrides it
+        raise NotImplementedError
+
+    def __enter__(self: TableT) -> TableT:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        # Leaving on an error (Ctrl-C included) ends the tasks rather than waiting for them.
+        self.shutdown(cancel=exc_type is not None)
+
+    def _lookup(self, handle: TaskHandle) -> RecordT:
+        task = self._tasks.get(handle.task_id) if handle.executor == self.name else None
+        if task is None:
+            raise KeyError(f"executor {self.name} has no task {handle.task_id!r} (from {handle.executor})")
+        return task
+
+    def _add(self, task_id: str | None, record: Callable[[str], RecordT]) -> RecordT:
+        """Register a new task under ``task_id`` (or a fresh id); call it with the lock held.
+
+        Raises:
+            RuntimeError: the executor is shut down.
+            ValueError: ``task_id`` is already used here.
+        """
+        if self._closing:
+            raise RuntimeError(f"executor {self.name} is shut down: cannot submit")
+        task_id = uuid.uuid4().hex if task_id is None else task_id
+        if task_id in self._tasks:
+            raise ValueError(f"task id {task_id!r} is already used in executor {self.name}")
+        task = self._tasks[task_id] = record(task_id)
+        return task
+
+    def _wait(self, tasks: list[RecordT], timeout: float | None) -> list[RecordT]:
+        """Wait until one of ``tasks`` has ended or ``timeout`` passed; return the ended ones."""
+        done, _ = futures.wait([task.future for task in tasks], timeout, futures.FIRST_COMPLETED)
+        return [task for task in tasks if task.future in done]

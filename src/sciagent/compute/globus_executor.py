@@ -28,15 +28,13 @@ import platform
 import sys
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from concurrent import futures
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 
 from sciagent.compute._globus_errors import map_error
-from sciagent.compute.base import TaskHandle, TaskState, final_state
+from sciagent.compute.base import TaskHandle, TaskState, TaskTable, check_timeout, final_state
 from sciagent.compute.errors import TaskCancelled, TaskTimedOut, WorkerLost
 from sciagent.errors import UserError
 
@@ -81,7 +79,7 @@ def _sdk_executor(*, endpoint_id: str, task_group_id: str | None, client: Any = 
     return Executor(endpoint_id=endpoint_id, task_group_id=task_group_id, client=client)
 
 
-class GlobusExecutor:
+class GlobusExecutor(TaskTable[_Task]):
     """Submits tasks to a Globus Compute endpoint; see the module docstring for what that implies.
 
     Args:
@@ -119,18 +117,15 @@ class GlobusExecutor:
             raise ValueError(
                 f"capacity and max_payload_bytes must be 1 or more: {capacity}, {max_payload_bytes}"
             )
-        self.name = name
-        self.capacity = capacity
+        # An RLock: a future may run our callback in the thread that settles it.
+        super().__init__(name, capacity, threading.RLock())
         self.endpoint_id = str(endpoint_id)
         self.max_payload_bytes = max_payload_bytes
         self._factory = executor_factory or functools.partial(_sdk_executor, client=client)
         self._client = client
         self._group = str(task_group_id) if task_group_id else None
-        self._lock = threading.RLock()  # RLock: a future may run our callback in the thread that settles it
-        self._tasks: dict[str, _Task] = {}
         self._sdk: futures.Executor | None = None  # built on first use: building it may need a login
         self._checked = False
-        self._closed = False
 
     @property
     def task_group_id(self) -> str | None:
@@ -167,18 +162,13 @@ class GlobusExecutor:
             ConfigError: Globus Compute refused the credentials or does not know the endpoint.
             RuntimeError: the executor is shut down.
         """
-        if timeout_s is not None and not timeout_s > 0:
-            raise ValueError(f"timeout_s must be positive seconds or None, got {timeout_s}")
+        check_timeout(timeout_s)
         self._check_payload(fn, args, kwargs)
         sdk = self._remote()
         self._check_endpoint(sdk)
         with self._lock:
-            if self._closed:
-                raise RuntimeError(f"executor {self.name} is shut down: cannot submit")
-            task_id = uuid.uuid4().hex if task_id is None else task_id
-            if task_id in self._tasks:
-                raise ValueError(f"task id {task_id!r} is already used in executor {self.name}")
-            task = self._tasks[task_id] = _Task(task_id, timeout_s)
+            task = self._add(task_id, lambda new_id: _Task(new_id, timeout_s))
+        task_id = task.task_id
         try:
             remote = sdk.submit(fn, *args, **kwargs)
         except Exception as exc:
@@ -201,14 +191,6 @@ class GlobusExecutor:
             self._expire(task, time.monotonic())
             return final_state(task.future.exception()) if task.future.done() else TaskState.PENDING
 
-    def result(self, handle: TaskHandle, timeout: float | None = None) -> Any:
-        """Wait for the task's value or raise its ``TaskError``; see ``Executor.result``."""
-        with self._lock:
-            task = self._lookup(handle)
-        if not self._wait([task], timeout):
-            raise futures.TimeoutError(f"task {task.task_id} did not finish within {timeout} s")
-        return task.future.result()
-
     def cancel(self, handle: TaskHandle) -> bool:
         """Stop waiting for the task: it ends here as cancelled, but an endpoint may still run it."""
         with self._lock:
@@ -219,18 +201,10 @@ class GlobusExecutor:
         log.warning("task %s cancelled here; Globus Compute cannot stop a task it has sent", task.task_id)
         return True
 
-    def wait_any(self, handles: Iterable[TaskHandle], timeout: float | None = None) -> list[TaskHandle]:
-        """The handles whose tasks have finished (or passed their limit), in the order given."""
-        handles = list(handles)
-        with self._lock:
-            tasks = [self._lookup(handle) for handle in handles]
-        done = self._wait(tasks, timeout) if tasks else []
-        return [handle for handle, task in zip(handles, tasks, strict=True) if task in done]
-
     def shutdown(self, *, cancel: bool = False) -> None:
         """Stop accepting tasks; wait for the rest, or with ``cancel`` stop waiting (remote work goes on)."""
         with self._lock:
-            self._closed = True
+            self._closing = True
             pending = [task for task in self._tasks.values() if not task.future.done()]
             if cancel:
                 for task in pending:
@@ -241,14 +215,6 @@ class GlobusExecutor:
             self._wait(pending, None)
         if self._sdk is not None:
             self._sdk.shutdown(wait=False, cancel_futures=cancel)
-
-    def __enter__(self) -> GlobusExecutor:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.shutdown(cancel=exc_type is not None)
 
     # --- re-attach -------------------------------------------------------------------------------
 
@@ -300,12 +266,6 @@ class GlobusExecutor:
         return handles
 
     # --- internals -------------------------------------------------------------------------------
-
-    def _lookup(self, handle: TaskHandle) -> _Task:
-        task = self._tasks.get(handle.task_id) if handle.executor == self.name else None
-        if task is None:
-            raise KeyError(f"executor {self.name} has no task {handle.task_id!r} (from {handle.executor})")
-        return task
 
     def _remote(self) -> futures.Executor:
         """The SDK executor, built on first use."""
@@ -386,7 +346,10 @@ class GlobusExecutor:
             )
 
     def _wait(self, tasks: list[_Task], timeout: float | None) -> list[_Task]:
-        """Wait until one of ``tasks`` has ended (its deadline included) or ``timeout``; the ended ones."""
+        """Wait until one of ``tasks`` has ended, its deadline included, or ``timeout``; the ended ones.
+
+        Overrides the table's wait: a task past its client-side limit ends here before its future does.
+        """
         end = None if timeout is None else time.monotonic() + timeout
         while True:
             with self._lock:

@@ -28,15 +28,14 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
-from types import TracebackType
 from typing import Any
 
 from sciagent.compute._process import GRACE_S, THREAD_VARIABLES, TaskProcess, signal_group
-from sciagent.compute.base import TaskHandle, TaskState, claim_task_id, final_state, pickle_call
+from sciagent.compute.base import TaskHandle, TaskState, TaskTable, final_state, pickle_call
 from sciagent.compute.errors import TaskCancelled, TaskError, WorkerLost
 
 __all__ = ["GRACE_S", "THREAD_VARIABLES", "LocalExecutor"]
@@ -55,7 +54,7 @@ class _Task:
     proc: TaskProcess | None = None
 
 
-class LocalExecutor:
+class LocalExecutor(TaskTable[_Task]):
     """Runs each task in a spawned child process on this machine, at most ``workers`` at once.
 
     Args:
@@ -94,16 +93,12 @@ class LocalExecutor:
                 f"unknown start method {start_method!r}: use one of "
                 f"{', '.join(multiprocessing.get_all_start_methods())} (spawn is safe with OpenMM)"
             )
-        self.name = name
-        self.capacity = workers
+        super().__init__(name, workers, threading.Lock())
         self.threads_per_worker = threads
         self.grace_s = grace_s
         self._context = multiprocessing.get_context(start_method)
-        self._lock = threading.Lock()
-        self._tasks: dict[str, _Task] = {}
         self._queue: deque[_Task] = deque()
         self._running: dict[str, _Task] = {}
-        self._closing = False
         self._wake_r, wake_w = os.pipe()
         self._wake_w: int | None = wake_w  # None once the monitor has stopped and closed the pipe
         os.set_blocking(self._wake_r, False)
@@ -132,14 +127,10 @@ class LocalExecutor:
         """
         payload = pickle_call(fn, args, kwargs, timeout_s, "a worker process")
         with self._lock:
-            if self._closing:
-                raise RuntimeError(f"executor {self.name} is shut down: cannot submit")
-            task_id = claim_task_id(task_id, self._tasks, self.name)
-            task = _Task(task_id, payload, timeout_s)
-            self._tasks[task_id] = task
+            task = self._add(task_id, lambda new_id: _Task(new_id, payload, timeout_s))
             self._queue.append(task)
             self._wake()
-        return TaskHandle(task_id, self.name)
+        return TaskHandle(task.task_id, self.name)
 
     def status(self, handle: TaskHandle) -> TaskState:
         """The task's state now; RUNNING lasts until its process is gone."""
@@ -148,12 +139,6 @@ class LocalExecutor:
             if task.future.done():
                 return final_state(task.future.exception())
             return TaskState.PENDING if task.proc is None else TaskState.RUNNING
-
-    def result(self, handle: TaskHandle, timeout: float | None = None) -> Any:
-        """Wait for the task's value or raise its ``TaskError``; see ``Executor.result``."""
-        with self._lock:
-            future = self._lookup(handle).future
-        return future.result(timeout)
 
     def cancel(self, handle: TaskHandle) -> bool:
         """Drop a queued task, or terminate a running one's process group (SIGTERM, then SIGKILL).
@@ -174,16 +159,6 @@ class LocalExecutor:
             self._wake()
         return True
 
-    def wait_any(self, handles: Iterable[TaskHandle], timeout: float | None = None) -> list[TaskHandle]:
-        """The handles whose tasks have finished, in the order given; waits for at least one."""
-        handles = list(handles)
-        with self._lock:
-            pairs = [(handle, self._lookup(handle).future) for handle in handles]
-        if not pairs:
-            return []
-        done, _ = futures.wait([future for _, future in pairs], timeout, futures.FIRST_COMPLETED)
-        return [handle for handle, future in pairs if future in done]
-
     def shutdown(self, *, cancel: bool = False) -> None:
         """Stop accepting tasks, then wait for the rest, or with ``cancel`` end them now.
 
@@ -203,22 +178,7 @@ class LocalExecutor:
             self._monitor.join()
         atexit.unregister(self._shutdown_at_exit)
 
-    def __enter__(self) -> LocalExecutor:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        # Leaving on an error (Ctrl-C included) ends the children rather than waiting for them.
-        self.shutdown(cancel=exc_type is not None)
-
     # --- internals -------------------------------------------------------------------------------
-
-    def _lookup(self, handle: TaskHandle) -> _Task:
-        task = self._tasks.get(handle.task_id) if handle.executor == self.name else None
-        if task is None:
-            raise KeyError(f"executor {self.name} has no task {handle.task_id!r} (from {handle.executor})")
-        return task
 
     def _wake(self) -> None:
         """Interrupt the monitor's wait; call with the lock held."""

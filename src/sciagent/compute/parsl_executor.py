@@ -31,12 +31,11 @@ import sys
 import threading
 import traceback
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from parsl.app.errors import AppTimeout
@@ -49,7 +48,7 @@ from parsl.executors.high_throughput.errors import ManagerLost
 from parsl.executors.high_throughput.errors import WorkerLost as ParslWorkerLost
 from parsl.providers import LocalProvider
 
-from sciagent.compute.base import TaskHandle, TaskState, claim_task_id, final_state, pickle_call
+from sciagent.compute.base import TaskHandle, TaskState, TaskTable, final_state, pickle_call
 from sciagent.compute.errors import (
     TaskCancelled,
     TaskError,
@@ -121,7 +120,7 @@ class _Task:
     launched: bool = False
 
 
-class ParslExecutor:
+class ParslExecutor(TaskTable[_Task]):
     """The Executor protocol on a Parsl ``HighThroughputExecutor`` with a DataFlowKernel of its own.
 
     Args:
@@ -160,16 +159,13 @@ class ParslExecutor:
             raise ValueError(f"capacity must be at least 1, got {capacity}")
         _put_venv_on_path()
         _keep_parsl_log_in_run_dir()
-        self.name = name
-        self.capacity = capacity
+        # An RLock: it is re-entered when Parsl settles a future inside our own call.
+        super().__init__(name, capacity, threading.RLock())
         self.run_dir = Path(run_dir)
         self._env = dict(worker_env or {})
-        self._lock = threading.RLock()  # re-entered when Parsl settles a future inside our own call
-        self._tasks: dict[str, _Task] = {}
         self._queue: deque[_Task] = deque()
         self._in_flight = 0
         self._dispatching = False
-        self._closing = False
         self._closed = False
         config = Config(
             executors=[htex],
@@ -203,14 +199,10 @@ class ParslExecutor:
         """
         payload = pickle_call(fn, args, kwargs, timeout_s, "a Parsl worker")
         with self._lock:
-            if self._closing:
-                raise RuntimeError(f"executor {self.name} is shut down: cannot submit")
-            task_id = claim_task_id(task_id, self._tasks, self.name)
-            task = _Task(task_id, payload, timeout_s)
-            self._tasks[task_id] = task
+            task = self._add(task_id, lambda new_id: _Task(new_id, payload, timeout_s))
             self._queue.append(task)
             self._dispatch()
-        return TaskHandle(task_id, self.name)
+        return TaskHandle(task.task_id, self.name)
 
     def status(self, handle: TaskHandle) -> TaskState:
         """PENDING in our queue, RUNNING once handed to Parsl, then the final state."""
@@ -219,12 +211,6 @@ class ParslExecutor:
             if task.future.done():
                 return final_state(task.future.exception())
             return TaskState.RUNNING if task.launched else TaskState.PENDING
-
-    def result(self, handle: TaskHandle, timeout: float | None = None) -> Any:
-        """Wait for the task's value or raise its ``TaskError``; see ``Executor.result``."""
-        with self._lock:
-            future = self._lookup(handle).future
-        return future.result(timeout)
 
     def cancel(self, handle: TaskHandle) -> bool:
         """Drop a task still in our queue. Best effort: Parsl cannot stop a running task (False)."""
@@ -240,15 +226,6 @@ class ParslExecutor:
             self._queue.remove(task)
             task.future.set_exception(TaskCancelled(task.task_id))
             return True
-
-    def wait_any(self, handles: Iterable[TaskHandle], timeout: float | None = None) -> list[TaskHandle]:
-        """The handles whose tasks have finished, in the order given; waits for at least one."""
-        with self._lock:
-            pairs = [(handle, self._lookup(handle).future) for handle in handles]
-        if not pairs:
-            return []
-        done, _ = futures.wait([future for _, future in pairs], timeout, futures.FIRST_COMPLETED)
-        return [handle for handle, future in pairs if future in done]
 
     def shutdown(self, *, cancel: bool = False) -> None:
         """Stop accepting tasks, wait for the rest (or cancel them), then end Parsl's processes.
@@ -276,21 +253,7 @@ class ParslExecutor:
         self._dfk.cleanup()
         atexit.unregister(self._shutdown_at_exit)
 
-    def __enter__(self) -> ParslExecutor:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.shutdown(cancel=exc_type is not None)
-
     # --- internals -------------------------------------------------------------------------------
-
-    def _lookup(self, handle: TaskHandle) -> _Task:
-        task = self._tasks.get(handle.task_id) if handle.executor == self.name else None
-        if task is None:
-            raise KeyError(f"executor {self.name} has no task {handle.task_id!r} (from {handle.executor})")
-        return task
 
     def _dispatch(self) -> None:
         """Hand queued tasks to Parsl while fewer than ``capacity`` are there; call with the lock."""
