@@ -193,7 +193,7 @@ def test_expired_unrenewable_login_asks_for_a_new_one(globus: StandInAuthClient)
     assert auth.get_access_token(ALCF) is None
     assert not auth.status().logged_in
     with pytest.raises(ConfigError, match="run `sciagent auth login`"):
-        make_model("alcf", Settings())
+        make_model("alcf", Settings().llm)
 
 
 def test_a_damaged_token_file_is_reported_without_its_content(token_path: Path) -> None:
@@ -239,7 +239,7 @@ def test_the_stored_token_is_the_endpoint_key(
         f'[llm.facility]\nbase_url = "{openai_server.base_url}"\nmodel = "m"\nauth = "globus"\n'
     )
     openai_server.script(text_reply("ready"))
-    make_model("facility", Settings()).chat([{"role": "user", "content": "hi"}])
+    make_model("facility", Settings().llm).chat([{"role": "user", "content": "hi"}])
     assert openai_server.requests[-1].headers["authorization"] == "Bearer AT-1"
 
 

@@ -48,7 +48,8 @@ def write_config(directory: Path, text: str) -> None:
 
 
 def test_builtin_profiles_match_the_facility_facts() -> None:
-    name, profile = resolve_profile(None, Settings())
+    settings = Settings()
+    name, profile = resolve_profile(settings.default_llm, settings.llm)
     assert (name, profile.kind) == ("embedded", "embedded")
     alcf = BUILTIN_PROFILES["alcf"]
     assert alcf.base_url == "https://inference-api.alcf.anl.gov/resource_server/sophia/vllm/v1"
@@ -65,7 +66,7 @@ def test_builtin_profiles_match_the_facility_facts() -> None:
 
 def test_unknown_profile_lists_the_known_ones() -> None:
     with pytest.raises(ConfigError) as caught:
-        resolve_profile("sophia", Settings())
+        resolve_profile("sophia", Settings().llm)
     for known in ("alcf", "embedded", "llama-cpp-local", "openai", "vllm-local"):
         assert known in str(caught.value)
 
@@ -78,10 +79,10 @@ def test_config_tables_override_builtin_fields_and_add_profiles(
         '[llm.alcf]\nmodel = "openai/gpt-oss-120b"\n\n'
         '[llm.mine]\nbase_url = "http://gpu07:8000/v1"\nmodel = "m"\ntimeout_s = 30\n',
     )
-    _, alcf = resolve_profile("alcf", Settings())
+    _, alcf = resolve_profile("alcf", Settings().llm)
     assert alcf.model == "openai/gpt-oss-120b"
     assert alcf.base_url == BUILTIN_PROFILES["alcf"].base_url and alcf.auth == "globus"  # untouched fields
-    _, mine = resolve_profile("mine", Settings())
+    _, mine = resolve_profile("mine", Settings().llm)
     assert (mine.kind, mine.base_url, mine.timeout_s, mine.auth) == (
         "openai",
         "http://gpu07:8000/v1",
@@ -91,7 +92,8 @@ def test_config_tables_override_builtin_fields_and_add_profiles(
     # Environment beats ./sciagent.toml.
     monkeypatch.setenv("SCIAGENT_LLM", '{"alcf": {"model": "from-env"}}')
     monkeypatch.setenv("SCIAGENT_DEFAULT_LLM", "alcf")
-    name, alcf = resolve_profile(None, Settings())
+    settings = Settings()
+    name, alcf = resolve_profile(settings.default_llm, settings.llm)
     assert (name, alcf.model) == ("alcf", "from-env")
 
 
@@ -112,9 +114,9 @@ def test_invalid_profiles_are_rejected_without_echoing_values(isolated: Path) ->
 
 def test_a_profile_without_its_key_says_how_to_get_one() -> None:
     with pytest.raises(ConfigError, match=r"profile openai needs an API key: set OPENAI_API_KEY$"):
-        make_model("openai", Settings())
+        make_model("openai", Settings().llm)
     with pytest.raises(ConfigError, match=r"set ALCF_ACCESS_TOKEN or run `sciagent auth login`"):
-        make_model("alcf", Settings())
+        make_model("alcf", Settings().llm)
 
 
 def test_make_model_sends_the_env_key_and_discovers_the_served_model(
@@ -128,7 +130,7 @@ def test_make_model_sends_the_env_key_and_discovers_the_served_model(
         'response_format_style = "json_object"\nsupports_native_tools = false\n',
     )
     settings = Settings()
-    model = make_model("lab", settings)
+    model = make_model("lab", settings.llm)
     assert isinstance(model, OpenAICompatModel)
     assert (model.model_id, model.response_format_style, model.supports_native_tools) == (
         "served/model-a",

@@ -92,11 +92,11 @@ def test_toml_tables_add_sites_and_override_builtin_fields(tmp_path, monkeypatch
         gpu_vendor = "amd"
         """,
     )
-    polaris = resolve_site("polaris", settings)
+    polaris = resolve_site("polaris", settings.sites)
     assert (polaris.account, polaris.queue, polaris.filesystems) == ("MYPROJ", "prod", "home:eagle")
-    cluster = resolve_site("cluster", settings)
+    cluster = resolve_site("cluster", settings.sites)
     assert (cluster.partition, cluster.accelerators, cluster.platform) == ("gpu", ["0", "1"], "HIP")
-    assert set(BUILTIN_SITES) < set(all_sites(settings))
+    assert set(BUILTIN_SITES) < set(all_sites(settings.sites))
 
 
 @pytest.mark.parametrize(
@@ -115,7 +115,7 @@ def test_toml_tables_add_sites_and_override_builtin_fields(tmp_path, monkeypatch
 def test_resolution_errors_name_the_site_and_the_option(tmp_path, monkeypatch, toml, name, expected) -> None:
     settings = settings_from(tmp_path, monkeypatch, toml)
     with pytest.raises(ConfigError) as caught:
-        resolve_site(name, settings)
+        resolve_site(name, settings.sites)
     assert str(caught.value).startswith(expected) and "\n" not in str(caught.value)
     assert f"[sites.{name}]" in str(caught.value)
 
@@ -154,9 +154,9 @@ def test_a_scheduler_missing_from_path_is_a_one_line_unreachable_error(tmp_path,
         tmp_path, monkeypatch, '[sites.fakepbs]\nkind = "parsl"\nprovider = "pbspro"\naccount = "A"\n'
     )
     with pytest.raises(SiteUnavailable, match=r"^site slurm: `sbatch` is not on PATH"):
-        make_executor("slurm", settings, run_dir=tmp_path / "parsl")
+        make_executor("slurm", settings.sites, run_dir=tmp_path / "parsl")
     with pytest.raises(SiteUnavailable, match=r"^site fakepbs: `qsub` is not on PATH"):
-        make_executor("fakepbs", settings, run_dir=tmp_path / "parsl")
+        make_executor("fakepbs", settings.sites, run_dir=tmp_path / "parsl")
     completed = sites_cli("check", "slurm", cwd=tmp_path, env=os.environ | {"PATH": str(tmp_path)})
     assert completed.returncode == 1
     assert "site slurm: `sbatch` is not on PATH" in one_line_error(completed)
@@ -252,7 +252,7 @@ def test_facility_sites_submit_the_job_the_facility_expects(tmp_path, monkeypatc
     settings = settings_from(
         tmp_path, monkeypatch, f'[sites.{name}]\naccount = "MYPROJ"\nnodes_per_block = 2\n'
     )
-    site = resolve_site(name, settings)
+    site = resolve_site(name, settings.sites)
     provider = _site_builders._pbspro_provider(site, _site_builders._launcher(site))
     provider.script_dir = str(tmp_path)
     job_id = provider.submit("process_worker_pool.py", 1)
@@ -274,9 +274,9 @@ def test_make_executor_builds_local_and_globus_executors(tmp_path, monkeypatch) 
 
     toml = '[sites.gc]\nkind = "globus"\nendpoint_id = "5b0f2a3e-0000-4000-8000-000000000001"\n'
     settings = settings_from(tmp_path, monkeypatch, toml)
-    with make_executor("local", settings, run_dir=tmp_path) as local:
+    with make_executor("local", settings.sites, run_dir=tmp_path) as local:
         assert isinstance(local, LocalExecutor) and isinstance(local, Executor) and local.name == "local"
-    remote = make_executor("gc", settings, run_dir=tmp_path)  # builds nothing remote until a submit
+    remote = make_executor("gc", settings.sites, run_dir=tmp_path)  # builds nothing remote until a submit
     assert isinstance(remote, GlobusExecutor) and remote.endpoint_id.startswith("5b0f2a3e")
     remote.shutdown()
 
@@ -290,7 +290,7 @@ def test_md_runs_through_a_pbspro_site_and_the_job_script_asks_for_the_site(
     cache = os.environ["SCIAGENT_CACHE_DIR"]
     settings = settings_from(tmp_path, monkeypatch, FAKEPBS.format(bin=BIN, cache=cache))
     spec = MDSpec(**quick_spec_fields)
-    with make_executor("fakepbs", settings, run_dir=tmp_path / "parsl") as executor:
+    with make_executor("fakepbs", settings.sites, run_dir=tmp_path / "parsl") as executor:
         result = executor.result(executor.submit(run_md, spec, tmp_path / "md"), timeout=300)
     assert result.ok, result.message
     assert result.production_steps_completed == 200 and Path(result.files["trajectory"]).exists()

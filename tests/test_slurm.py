@@ -136,7 +136,7 @@ def test_md_runs_through_a_slurm_site(slurm_cluster, tmp_path, monkeypatch, quic
     monkeypatch.setenv("SLURM_CONF", slurm_cluster["SLURM_CONF"])
     settings = Settings(sites={"slurm": {"partition": PARTITION, "walltime": "00:10:00"}})
     spec = MDSpec(**quick_spec_fields)
-    with make_executor("slurm", settings, run_dir=tmp_path / "parsl") as executor:
+    with make_executor("slurm", settings.sites, run_dir=tmp_path / "parsl") as executor:
         result = executor.result(executor.submit(run_md, spec, tmp_path / "md"), timeout=240)
     assert result.ok, result.message
     assert result.production_steps_completed == 200 and Path(result.files["trajectory"]).exists()

@@ -164,11 +164,11 @@ def simulate(
 def _simulate_on_site(site: str, spec: MDSpec, workdir: Path) -> SimulationOutcome:
     """Send the simulation to ``site``'s executor; the analysis comes back, the trajectory stays there."""
     settings = load_settings()
-    platform = resolve_site(site, settings).platform
+    platform = resolve_site(site, settings.sites).platform
     if spec.platform == "auto" and platform != "auto":
         spec = spec.model_copy(update={"platform": platform})
     err_console.print(f"submitting to site {site} ...", highlight=False)
-    with make_executor(site, settings, run_dir=Path(workdir) / "parsl") as executor:
+    with make_executor(site, settings.sites, run_dir=Path(workdir) / "parsl") as executor:
         return executor.result(executor.submit(simulate_and_analyze, spec, Path(workdir).resolve()))
 
 

@@ -55,8 +55,8 @@ def check(
     settings = load_settings()
     name = llm or settings.default_llm
     try:
-        name, profile = resolve_profile(name, settings)
-        model = make_model(name, settings)
+        name, profile = resolve_profile(name, settings.llm)
+        model = make_model(name, settings.llm)
         reply = model.chat(_CHECK_PROMPT, max_tokens=16, temperature=0.0)
     except UserError as exc:  # includes ModelAuthError: the user must fix a key or log in
         fail(auth.redact(str(exc)), EXIT_BAD_INPUT)
@@ -201,7 +201,7 @@ def profiles() -> None:
     table = Table("profile", "kind", "auth", "key")
     table.add_column("endpoint", overflow="fold")  # a truncated URL is useless; fold it instead
     table.add_column("model", overflow="fold")
-    for name, profile in sorted(all_profiles(settings).items()):
+    for name, profile in sorted(all_profiles(settings.llm).items()):
         label = f"{name} (default)" if name == settings.default_llm else name
         model = profile.model or ("bundled SmolLM2" if profile.kind == "embedded" else "first served")
         endpoint = profile.base_url or "in process"

@@ -42,7 +42,7 @@ def list_sites() -> None:
     """The built-in sites and those from [sites.NAME] in sciagent.toml: name, kind, provider, where."""
     settings = load_settings()
     table = Table("name", "kind", "provider", "where", "from")
-    for name, site in sorted(all_sites(settings).items()):
+    for name, site in sorted(all_sites(settings.sites).items()):
         provider = site.provider if site.kind == "parsl" else "-"
         source = "built-in" if name not in settings.sites else "config"
         if name in settings.sites and name in BUILTIN_SITES:
@@ -66,8 +66,8 @@ def check(
     run_dir = (settings.workspace / "site-checks" / f"{name}-{stamp}").resolve()
     started = time.monotonic()
     try:
-        site = resolve_site(name, settings)
-        executor = make_executor(name, settings, run_dir=run_dir)
+        site = resolve_site(name, settings.sites)
+        executor = make_executor(name, settings.sites, run_dir=run_dir)
     except (UserError, ValueError) as exc:  # ValueError: Parsl or an executor refused a value
         fail(str(exc) if isinstance(exc, UserError) else f"site {name}: {exc}", EXIT_BAD_INPUT)
     except SiteUnavailable as exc:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -31,9 +32,8 @@ from sciagent.errors import ConfigError, SciagentError
 from sciagent.overlay import overlay_builtins
 from sciagent.science.spec import PlatformName
 
-if TYPE_CHECKING:  # config.py imports this module; a runtime import back would be a cycle
+if TYPE_CHECKING:
     from sciagent.compute.base import Executor
-    from sciagent.config import Settings
 
 SiteKind = Literal["local", "parsl", "globus"]
 ProviderName = Literal["local", "pbspro", "slurm"]
@@ -247,25 +247,27 @@ def overlay_builtin_sites(tables: object) -> object:
     return overlay_builtins(tables, BUILTIN_SITES, SiteConfig)
 
 
-def all_sites(settings: Settings) -> dict[str, SiteConfig]:
-    """The built-in sites plus the user's (which already include their built-in base)."""
-    return BUILTIN_SITES | settings.sites
+def all_sites(sites: Mapping[str, SiteConfig]) -> dict[str, SiteConfig]:
+    """The built-in sites plus the user's ``sites`` (``Settings.sites``: each already includes its
+    built-in base)."""
+    return BUILTIN_SITES | dict(sites)
 
 
-def resolve_site(name: str, settings: Settings) -> SiteConfig:
-    """The site called ``name``, checked to have what its engine needs.
+def resolve_site(name: str, sites: Mapping[str, SiteConfig]) -> SiteConfig:
+    """The site called ``name`` among the built-ins and the user's ``sites`` (``Settings.sites``),
+    checked to have what its engine needs.
 
     Raises:
         ConfigError: no such site (the message lists the known ones), or a required option is
             missing (the message names the site, the option and where to set it).
     """
-    sites = all_sites(settings)
-    if name not in sites:
-        known = ", ".join(sorted(sites))
+    known_sites = all_sites(sites)
+    if name not in known_sites:
+        known = ", ".join(sorted(known_sites))
         raise ConfigError(
             f"unknown site {name}: known sites are {known}; add [sites.{name}] to sciagent.toml"
         )
-    site = sites[name]
+    site = known_sites[name]
     missing = _missing_option(site)
     if missing:
         option, why = missing
@@ -283,8 +285,9 @@ def _missing_option(site: SiteConfig) -> tuple[str, str] | None:
     return None
 
 
-def make_executor(name: str, settings: Settings, *, run_dir: Path) -> Executor:
-    """Build the executor for site ``name``; ``run_dir`` holds Parsl's job scripts and logs.
+def make_executor(name: str, sites: Mapping[str, SiteConfig], *, run_dir: Path) -> Executor:
+    """Build the executor for site ``name`` (looked up as ``resolve_site`` does, among the built-ins
+    and the user's ``sites``); ``run_dir`` holds Parsl's job scripts and logs.
 
     Parsl sites start their first batch job (block) here, so the returned executor is live:
     use it as a context manager, or call ``shutdown``, so no job or worker is left behind.
@@ -295,7 +298,7 @@ def make_executor(name: str, settings: Settings, *, run_dir: Path) -> Executor:
     """
     from sciagent.compute import _site_builders as builders
 
-    site = resolve_site(name, settings)
+    site = resolve_site(name, sites)
     if site.kind == "local":
         from sciagent.compute.local import LocalExecutor
 

@@ -22,16 +22,14 @@ would end up in backups and bug reports, so an ``api_key`` field is rejected.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Mapping
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sciagent.errors import ConfigError
 from sciagent.llm.base import ChatModel, ResponseFormatStyle
 from sciagent.overlay import overlay_builtins
-
-if TYPE_CHECKING:  # config.py imports this module; a runtime import back would be a cycle
-    from sciagent.config import Settings
 
 ALCF_BASE_URL = "https://inference-api.alcf.anl.gov/resource_server/sophia/vllm/v1"
 ALCF_TOKEN_ENV = "ALCF_ACCESS_TOKEN"
@@ -109,23 +107,25 @@ def overlay_builtin_profiles(tables: object) -> object:
     return overlay_builtins(tables, BUILTIN_PROFILES, LLMProfile)
 
 
-def all_profiles(settings: Settings) -> dict[str, LLMProfile]:
-    """The built-in profiles plus the user's (which already include their built-in base)."""
-    return BUILTIN_PROFILES | settings.llm
+def all_profiles(profiles: Mapping[str, LLMProfile]) -> dict[str, LLMProfile]:
+    """The built-in profiles plus the user's ``profiles`` (``Settings.llm``: each already includes its
+    built-in base)."""
+    return BUILTIN_PROFILES | dict(profiles)
 
 
-def resolve_profile(name: str | None, settings: Settings) -> tuple[str, LLMProfile]:
-    """The profile called ``name`` (``None``: ``settings.default_llm``).
+def resolve_profile(name: str, profiles: Mapping[str, LLMProfile]) -> tuple[str, LLMProfile]:
+    """The profile called ``name`` among the built-ins and the user's ``profiles`` (``Settings.llm``).
+
+    Callers choose the default themselves: ``resolve_profile(llm or settings.default_llm, settings.llm)``.
 
     Raises:
         ConfigError: no such profile; the message lists the known ones.
     """
-    name = name or settings.default_llm
-    profiles = all_profiles(settings)
-    if name not in profiles:
-        known = ", ".join(sorted(profiles))
+    known_profiles = all_profiles(profiles)
+    if name not in known_profiles:
+        known = ", ".join(sorted(known_profiles))
         raise ConfigError(f"unknown LLM profile {name!r}: known profiles are {known} (or add [llm.{name}])")
-    return name, profiles[name]
+    return name, known_profiles[name]
 
 
 def key_source(profile: LLMProfile) -> str:
@@ -144,8 +144,8 @@ def key_source(profile: LLMProfile) -> str:
     return "not needed" if profile.auth == "none" else "missing"
 
 
-def make_model(name: str | None, settings: Settings) -> ChatModel:
-    """Build the ``ChatModel`` for profile ``name`` (``None``: the default profile).
+def make_model(name: str, profiles: Mapping[str, LLMProfile]) -> ChatModel:
+    """Build the ``ChatModel`` for profile ``name``, looked up as ``resolve_profile`` does.
 
     Backends are imported here, not at module import, so listing profiles or reading config never
     loads llama.cpp or the OpenAI SDK. A profile with ``model = None`` asks the server for its models.
@@ -156,7 +156,7 @@ def make_model(name: str | None, settings: Settings) -> ChatModel:
     """
     from sciagent.llm import auth
 
-    name, profile = resolve_profile(name, settings)
+    name, profile = resolve_profile(name, profiles)
     if profile.kind == "embedded":
         from pathlib import Path
 

@@ -120,13 +120,13 @@ def _carry(
 ) -> StudyRun:
     executor = None
     try:
-        site = resolve_site(options.site, settings)
-        profile_name, _ = resolve_profile(options.llm, settings)
-        model = make_model(profile_name, settings)
+        site = resolve_site(options.site, settings.sites)
+        profile_name, _ = resolve_profile(options.llm or settings.default_llm, settings.llm)
+        model = make_model(profile_name, settings.llm)
         if state is None:
             budget = options.budget_s or DEFAULT_BUDGET_S
             state = new_state(run_id, options.goal, options.structure, profile_name, model.model_id, budget)
-        executor = make_executor(options.site, settings, run_dir=run_dir / "parsl")
+        executor = make_executor(options.site, settings.sites, run_dir=run_dir / "parsl")
         context = StudyContext(
             journal=journal,
             advisor=ModelAdvisor(model, journal, run_id),
