@@ -18,6 +18,7 @@ from sciagent.cli_common import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
     RemoveUnknownResiduesOption,
+    exits_on_error,
     fail,
     fail_internal,
     load_settings,
@@ -27,7 +28,6 @@ from sciagent.cli_sites import sites_app
 from sciagent.compute.sites import make_executor, resolve_site
 from sciagent.console import err_console, md_progress, out_console
 from sciagent.crash import record_internal_error
-from sciagent.errors import SciagentError, UserError
 from sciagent.science.simulate import SimulationOutcome, simulate_and_analyze
 from sciagent.science.spec import MDSpec
 from sciagent.summaries import simulation_table, structures_tables
@@ -142,16 +142,12 @@ def simulate(
     workdir = (
         out or load_settings().workspace / f"simulate-{_slug(structure)}-{time.strftime('%Y%m%d-%H%M%S')}"
     )
-    try:
+    with exits_on_error():
         if site:
             outcome = _simulate_on_site(site, spec, workdir)
         else:
             with md_progress(structure) as progress:
                 outcome = simulate_and_analyze(spec, workdir, progress)
-    except UserError as exc:
-        fail(str(exc))
-    except SciagentError as exc:
-        fail(str(exc), EXIT_FAILED)
     setup_failed = outcome.result.failure_class == "setup"
     if as_json:
         typer.echo(json.dumps(outcome.model_dump(mode="json")))

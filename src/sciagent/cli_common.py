@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from types import TracebackType
 from typing import Annotated, NoReturn
 
 import typer
@@ -16,7 +18,7 @@ from rich.markup import escape
 
 from sciagent.config import Settings, config_file_error
 from sciagent.console import err_console
-from sciagent.errors import InternalError
+from sciagent.errors import InternalError, SciagentError, UserError
 
 # Shared by `simulate` and `run`: both prepare structures.
 RemoveUnknownResiduesOption = Annotated[
@@ -28,6 +30,33 @@ RemoveUnknownResiduesOption = Annotated[
 ]
 EXIT_FAILED = 1  # the work ran (or a service was reached) and failed
 EXIT_BAD_INPUT = 2  # nothing could start: the input, configuration or credentials are wrong
+
+
+def exit_code_for(error: SciagentError) -> int:
+    """The one map from our errors to exit codes: a ``UserError`` (``ModelAuthError`` included) is
+    ``EXIT_BAD_INPUT``, any other ``SciagentError`` is ``EXIT_FAILED``."""
+    return EXIT_BAD_INPUT if isinstance(error, UserError) else EXIT_FAILED
+
+
+class exits_on_error:  # lower case: a context manager named for how it reads, `with exits_on_error():`
+    """Turn a ``SciagentError`` raised in the block into ``fail(describe(error), exit_code_for(error))``.
+
+    ``describe`` words the one-line message (``str`` by default; ``cli_llm`` redacts keys with it).
+    Other exceptions pass through, so a command's own ``except`` clauses around the block still apply.
+    ``__exit__`` never swallows an exception, so type checkers know the block's names are bound after it.
+    """
+
+    def __init__(self, describe: Callable[[SciagentError], str] = str) -> None:
+        self.describe = describe
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        if isinstance(error, SciagentError):
+            fail(self.describe(error), exit_code_for(error))
 
 
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:

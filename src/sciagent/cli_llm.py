@@ -18,9 +18,9 @@ import typer
 from pydantic import BaseModel
 from rich.table import Table
 
-from sciagent.cli_common import EXIT_BAD_INPUT, EXIT_FAILED, fail, load_settings
+from sciagent.cli_common import EXIT_BAD_INPUT, EXIT_FAILED, exits_on_error, fail, load_settings
 from sciagent.console import err_console, out_console
-from sciagent.errors import ModelError, StructuredOutputError, UserError
+from sciagent.errors import ModelError, SciagentError, StructuredOutputError, UserError
 from sciagent.llm import auth
 from sciagent.llm.base import ChatModel
 from sciagent.llm.openai_compat import OpenAICompatModel
@@ -55,13 +55,11 @@ def check(
     settings = load_settings()
     name = llm or settings.default_llm
     try:
-        name, profile = resolve_profile(name, settings.llm)
-        model = make_model(name, settings.llm)
-        reply = model.chat(_CHECK_PROMPT, max_tokens=16, temperature=0.0)
-    except UserError as exc:  # includes ModelAuthError: the user must fix a key or log in
-        fail(auth.redact(str(exc)), EXIT_BAD_INPUT)
-    except ModelError as exc:
-        fail(auth.redact(str(exc)), EXIT_FAILED)
+        # A ModelAuthError is a UserError (exit 2): the user must fix a key or log in.
+        with exits_on_error(describe=_redacted):
+            name, profile = resolve_profile(name, settings.llm)
+            model = make_model(name, settings.llm)
+            reply = model.chat(_CHECK_PROMPT, max_tokens=16, temperature=0.0)
     except ValueError as exc:  # a backend constructor refused the profile's values
         fail(f"profile {name}: {auth.redact(str(exc))}", EXIT_BAD_INPUT)
     rate = f"{reply.tokens_per_s:.1f}" if reply.tokens_per_s else "n/a"
@@ -86,6 +84,10 @@ def check(
 
 class _Ready(BaseModel):
     ready: bool
+
+
+def _redacted(error: SciagentError) -> str:
+    return auth.redact(str(error))
 
 
 def _served_models(model: ChatModel) -> str:
@@ -159,25 +161,30 @@ def _start(
     """``start_server``, or a one-line error (plus the server log's tail when it crashed)."""
     from sciagent.llm import serve as servers
 
-    try:
-        return servers.start_server(
-            kind,  # type: ignore[arg-type]  # ServeBackend values are the Backend literals
-            model=model,
-            port=port,
-            host=host,
-            workdir=workdir,
-            ready_timeout_s=ready_timeout,
-            tensor_parallel_size=tp,
-        )
-    except KeyboardInterrupt:
-        fail("interrupted before the server was ready; it was stopped", EXIT_FAILED)
-    except UserError as exc:
-        fail(str(exc), EXIT_BAD_INPUT)
-    except ModelError as exc:
-        first, _, tail = str(exc).partition("\n")
-        if tail:
-            err_console.print(tail, highlight=False, markup=False)
-        fail(first, EXIT_FAILED)
+    with exits_on_error(describe=_after_the_log_tail):
+        try:
+            return servers.start_server(
+                kind,  # type: ignore[arg-type]  # ServeBackend values are the Backend literals
+                model=model,
+                port=port,
+                host=host,
+                workdir=workdir,
+                ready_timeout_s=ready_timeout,
+                tensor_parallel_size=tp,
+            )
+        except KeyboardInterrupt:
+            fail("interrupted before the server was ready; it was stopped", EXIT_FAILED)
+
+
+def _after_the_log_tail(error: SciagentError) -> str:
+    """A server that failed to start carries its log's tail after the first line: print the tail, keep
+    the line for the error. A ``UserError`` (bad option, busy port) is reported as it is."""
+    if isinstance(error, UserError):
+        return str(error)
+    first, _, tail = str(error).partition("\n")
+    if tail:
+        err_console.print(tail, highlight=False, markup=False)
+    return first
 
 
 @llm_app.command()
@@ -212,12 +219,8 @@ def profiles() -> None:
 @auth_app.command()
 def login() -> None:
     """Log in with Globus (ANL/ALCF identity) and store refreshable tokens for the inference service."""
-    try:
+    with exits_on_error():
         state = auth.login(input_fn=input, print_fn=typer.echo)  # plain echo: a wrapped URL would break
-    except UserError as exc:
-        fail(str(exc), EXIT_BAD_INPUT)
-    except ModelError as exc:
-        fail(str(exc), EXIT_FAILED)
     out_console.print(f"logged in; tokens stored in {state.token_file}", highlight=False, markup=False)
 
 

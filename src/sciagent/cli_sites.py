@@ -16,11 +16,18 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from sciagent.cli_common import EXIT_BAD_INPUT, EXIT_FAILED, fail, load_settings
+from sciagent.cli_common import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    exit_code_for,
+    exits_on_error,
+    fail,
+    load_settings,
+)
 from sciagent.compute.errors import TaskError, TaskRaised, WorkerLost
-from sciagent.compute.sites import BUILTIN_SITES, SiteUnavailable, all_sites, make_executor, resolve_site
+from sciagent.compute.sites import BUILTIN_SITES, all_sites, make_executor, resolve_site
 from sciagent.console import err_console, out_console
-from sciagent.errors import UserError
+from sciagent.errors import SciagentError, UserError
 
 sites_app = typer.Typer(
     help="Where simulations run: list the sites, check one, write a Globus Compute endpoint config.",
@@ -65,15 +72,16 @@ def check(
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     run_dir = (settings.workspace / "site-checks" / f"{name}-{stamp}").resolve()
     started = time.monotonic()
-    try:
-        site = resolve_site(name, settings.sites)
-        executor = make_executor(name, settings.sites, run_dir=run_dir)
-    except (UserError, ValueError) as exc:  # ValueError: Parsl or an executor refused a value
-        fail(str(exc) if isinstance(exc, UserError) else f"site {name}: {exc}", EXIT_BAD_INPUT)
-    except SiteUnavailable as exc:
-        fail(str(exc), EXIT_FAILED)
-    except Exception as exc:  # the engine could not start (ports, interchange): not the user's config
-        fail(f"site {name}: could not start its executor: {type(exc).__name__}: {exc}", EXIT_FAILED)
+    with exits_on_error():
+        try:
+            site = resolve_site(name, settings.sites)
+            executor = make_executor(name, settings.sites, run_dir=run_dir)
+        except SciagentError:  # ours, mapped by exits_on_error: ConfigError exits 2, SiteUnavailable 1
+            raise
+        except ValueError as exc:  # Parsl or an executor refused a value
+            fail(f"site {name}: {exc}", EXIT_BAD_INPUT)
+        except Exception as exc:  # the engine could not start (ports, interchange): not the user's config
+            fail(f"site {name}: could not start its executor: {type(exc).__name__}: {exc}", EXIT_FAILED)
     failure, code = None, EXIT_FAILED
     try:
         cold = executor.result(executor.submit(worker_info), timeout=timeout)
@@ -86,7 +94,7 @@ def check(
     except TaskError as exc:
         failure = f"site {name}: {_describe(exc)}"
     except UserError as exc:  # the engine refused our credentials or does not know the endpoint
-        failure, code = f"site {name}: {_first_line(str(exc))}", EXIT_BAD_INPUT
+        failure, code = f"site {name}: {_first_line(str(exc))}", exit_code_for(exc)
     except Exception as exc:  # the engine failed in a way it does not map: still one line, still ours
         failure = f"site {name}: the probe could not run: {type(exc).__name__}: {_first_line(str(exc))}"
     finally:

@@ -12,9 +12,10 @@ import typer
 
 from sciagent.agent.journal import Journal
 from sciagent.cli_common import (
-    EXIT_BAD_INPUT,
     EXIT_FAILED,
     RemoveUnknownResiduesOption,
+    exit_code_for,
+    exits_on_error,
     fail,
     fail_internal,
     load_settings,
@@ -23,7 +24,7 @@ from sciagent.cli_runs import runs_table, timeline_table
 from sciagent.config import Settings
 from sciagent.console import err_console, out_console
 from sciagent.durations import parse_duration
-from sciagent.errors import InternalError, SciagentError, UserError
+from sciagent.errors import InternalError, SciagentError
 from sciagent.workflows.md_stability import DEFAULT_GOAL
 from sciagent.workflows.runner import JOURNAL_FILE, RunOptions, StudyRun, resume_study, start_study
 
@@ -99,10 +100,8 @@ def show(
 ) -> None:
     """The timeline of one run: steps, model calls, simulations and adaptations."""
     with _journal(_settings(workspace)) as journal:
-        try:
+        with exits_on_error():
             run_row = journal.get_run(run_id)
-        except UserError as exc:
-            fail(str(exc))
         out_console.print(timeline_table(journal, run_row.id))
 
 
@@ -113,11 +112,8 @@ def report(
     from sciagent.report.render import load_record, render_report
 
     settings = _settings(workspace)
-    with _journal(settings) as journal:
-        try:
-            run_row = journal.get_run(run_id)
-        except UserError as exc:
-            fail(str(exc))
+    with _journal(settings) as journal, exits_on_error():
+        run_row = journal.get_run(run_id)
     run_dir = settings.workspace.resolve() / run_row.id
     results = run_dir / "results.json"
     if not results.exists():
@@ -186,10 +182,8 @@ def _finish(work: Callable[[], StudyRun], options: RunOptions, as_json: bool) ->
         if as_json:
             _print_error_json(options, str(exc), EXIT_FAILED)
         fail_internal(exc)
-    except UserError as exc:
-        _end_with_error(options, str(exc), EXIT_BAD_INPUT, as_json)
     except SciagentError as exc:
-        _end_with_error(options, str(exc), EXIT_FAILED, as_json)
+        _end_with_error(options, str(exc), exit_code_for(exc), as_json)
     except KeyboardInterrupt:
         _end_with_error(options, "interrupted: `sciagent resume` continues the run", EXIT_FAILED, as_json)
     run_dir, unfinished = study.run_dir, study.unfinished
