@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -18,6 +20,9 @@ from sciagent.config import Settings
 from sciagent.errors import ConfigError
 from sciagent.science.md import run_md
 from sciagent.science.spec import MDSpec
+
+if TYPE_CHECKING:
+    from parsl.executors import HighThroughputExecutor
 
 SHIM = Path(__file__).parent / "pbs_shim"
 BIN = Path(sys.executable).parent
@@ -312,6 +317,127 @@ def test_md_runs_through_a_pbspro_site_and_the_job_script_asks_for_the_site(
         lambda: json.loads(next((tmp_path / "pbs" / "jobs").glob("*.json")).read_text())["state"] == "F"
     )
     assert _group_gone(job["pgid"])  # shutdown qdel'd the block: no worker is left behind
+
+
+def _built_htex(name: str, sites) -> HighThroughputExecutor:
+    """The HTEX the site's executor would run on, built as ``parsl_executor`` builds it (not started)."""
+    from sciagent.compute import _site_builders as builders
+
+    site = resolve_site(name, sites)
+    build = {"local": builders._local_provider, "pbspro": builders._pbspro_provider}
+    provider = build.get(site.provider, builders._slurm_provider)(site, builders._launcher(site))
+    return builders._htex(name, site, provider, builders.workers_per_node(site))
+
+
+@pytest.mark.parametrize(("name", "encrypted"), [("fakepbs", True), ("slurm", True), ("local-parsl", False)])
+def test_batch_sites_encrypt_their_htex_traffic(tmp_path, monkeypatch, name, encrypted) -> None:
+    settings = settings_from(tmp_path, monkeypatch, FAKEPBS.format(bin=BIN, cache=tmp_path))
+    htex = _built_htex(name, settings.sites)
+    assert htex.encrypted is encrypted
+    assert htex.address == ("127.0.0.1" if name == "local-parsl" else None)
+
+
+def test_aurora_workers_connect_over_hsn0_and_polaris_over_any_address(tmp_path, monkeypatch) -> None:
+    """ALCF's user guides: Aurora's configs set ``address_by_interface('hsn0')``, Polaris' no address."""
+    polaris, aurora = BUILTIN_SITES["polaris"], BUILTIN_SITES["aurora"]
+    assert (aurora.interface, aurora.address, aurora.encrypts) == ("hsn0", None, True)
+    assert (polaris.interface, polaris.address, polaris.encrypts) == (None, None, True)
+    settings = settings_from(
+        tmp_path,
+        monkeypatch,
+        '[sites.aurora]\naccount = "A"\ninterface = "lo"\n[sites.polaris]\naccount = "A"\n'
+        '[sites.pinned]\nkind = "parsl"\nprovider = "slurm"\ninterface = "lo"\naddress = "10.1.2.3"\n',
+    )
+    aurora_htex = _built_htex("aurora", settings.sites)  # lo stands in for hsn0 on this host
+    assert (aurora_htex.address, aurora_htex.all_addresses) == ("127.0.0.1", {"127.0.0.1"})
+    assert _built_htex("polaris", settings.sites).address is None  # Parsl offers every address here
+    assert _built_htex("pinned", settings.sites).address == "10.1.2.3"  # address wins over interface
+
+
+def test_a_missing_interface_is_a_one_line_config_error(tmp_path, monkeypatch) -> None:
+    here = [interface for _, interface in socket.if_nameindex()]
+    if "hsn0" in here:
+        pytest.skip("this host has an hsn0")
+    monkeypatch.setenv("PATH", f"{SHIM}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("PBS_SHIM_DIR", str(tmp_path / "pbs"))
+    settings = settings_from(tmp_path, monkeypatch, '[sites.aurora]\naccount = "MYPROJ"\n')
+    with pytest.raises(ConfigError) as caught:
+        make_executor("aurora", settings.sites, run_dir=tmp_path / "parsl")
+    message = str(caught.value)
+    assert message.startswith("site aurora: network interface hsn0 does not exist on this host")
+    assert f"(it has {', '.join(here)})" in message and "[sites.aurora]" in message and "\n" not in message
+    assert not (tmp_path / "pbs" / "jobs").exists() or not list((tmp_path / "pbs" / "jobs").iterdir())
+
+
+@pytest.mark.parametrize(
+    ("table", "says"),
+    [
+        ('kind = "parsl"\nprovider = "local"\ninterface = "eth0"', "interface applies to pbspro and slurm"),
+        ('kind = "local"\naddress = "10.0.0.1"', "address applies to pbspro and slurm"),
+        ('kind = "local"\nencrypted = true', "encrypted applies to parsl sites"),
+    ],
+)
+def test_network_options_fit_the_site(tmp_path, table, says) -> None:
+    (tmp_path / "sciagent.toml").write_text(f"[sites.bad]\n{table}\n")
+    completed = sites_cli("list", cwd=tmp_path)
+    assert completed.returncode == 2
+    assert says in one_line_error(completed)
+
+
+def test_without_curve_a_batch_site_fails_in_one_line_unless_encryption_is_off(
+    tmp_path, monkeypatch, caplog
+) -> None:
+    import zmq
+
+    from sciagent.compute import _site_builders
+
+    monkeypatch.setattr(zmq, "has", lambda capability: capability != "curve")
+    monkeypatch.setattr(_site_builders, "_WARNED_UNENCRYPTED", set())
+    monkeypatch.setenv("PATH", f"{SHIM}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("PBS_SHIM_DIR", str(tmp_path / "pbs"))
+    toml = FAKEPBS.format(bin=BIN, cache=tmp_path) + '\n[sites.plain]\nkind = "parsl"\nprovider = "slurm"\n'
+    settings = settings_from(tmp_path, monkeypatch, toml + "encrypted = false\n")
+    with pytest.raises(SiteUnavailable) as caught:
+        make_executor("fakepbs", settings.sites, run_dir=tmp_path / "parsl")
+    message = str(caught.value)
+    assert message.startswith("site fakepbs: this pyzmq's libzmq") and "without CURVE" in message
+    assert "pip install --force-reinstall pyzmq" in message and "encrypted = false" in message
+    assert "\n" not in message
+    assert _built_htex("local-parsl", settings.sites).encrypted is False  # loopback: no CURVE needed
+    with caplog.at_level("WARNING", logger="sciagent.compute._site_builders"):
+        assert _built_htex("plain", settings.sites).encrypted is False
+        assert _built_htex("plain", settings.sites).encrypted is False
+    warnings = [r.getMessage() for r in caplog.records if "encrypted = false" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].startswith("site plain: encrypted = false")
+
+
+@pytest.mark.hpc
+def test_an_encrypted_htex_runs_a_task_over_curvezmq(tmp_path, monkeypatch) -> None:
+    """A local site with ``encrypted = true``: the real interchange and workers, over CurveZMQ."""
+    import operator
+
+    import zmq
+
+    from sciagent.compute import _site_builders
+
+    assert zmq.has("curve")
+    built: list[HighThroughputExecutor] = []
+
+    def keep(*args, **kwargs) -> HighThroughputExecutor:
+        built.append(real_htex(*args, **kwargs))
+        return built[-1]
+
+    real_htex = _site_builders._htex
+    monkeypatch.setattr(_site_builders, "_htex", keep)
+    toml = '[sites.curve]\nkind = "parsl"\nprovider = "local"\nencrypted = true\nworkers_per_node = 1\n'
+    settings = settings_from(tmp_path, monkeypatch, toml)
+    with make_executor("curve", settings.sites, run_dir=tmp_path / "parsl") as executor:
+        assert executor.result(executor.submit(operator.mul, 6, 7), timeout=120) == 42
+        (htex,) = built
+        assert htex.encrypted and htex.cert_dir is not None
+        certificates = Path(htex.cert_dir)
+        assert {"server.key_secret", "client.key_secret"} <= {path.name for path in certificates.iterdir()}
+        assert certificates.stat().st_mode & 0o777 == 0o700
 
 
 def _wait_for(condition, timeout: float = 30.0) -> bool:

@@ -4,16 +4,26 @@ Parsl writes the job script itself, from its own per-scheduler templates (``pars
 template.py``, ``slurm/template.py``); we only fill in their options, so nothing here formats a
 ``#PBS``/``#SBATCH`` script. Parsl's ``execute_wait`` is the one seam through which every ``qsub``,
 ``qstat``, ``sbatch`` ... runs; the PBS shim in ``tests/pbs_shim`` stands in behind it.
+
+The HTEX of a batch site is CurveZMQ-encrypted (``SiteConfig.encrypts``). Parsl itself never checks
+that pyzmq can do it: ``HighThroughputExecutor.start`` calls ``parsl.curvezmq.create_certificates``,
+i.e. ``zmq.curve_keypair()``, which raises a bare ``ZMQError`` on a libzmq built without CURVE. So
+``zmq.has("curve")`` is checked here, before anything starts. Where workers connect back to is
+``SiteConfig.address``, else ``SiteConfig.interface`` resolved on this host, else Parsl's default
+(``parsl.addresses.get_all_addresses``: every interface's address, the hostname's, the route's).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
+import socket
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sciagent.compute.sites import SiteConfig, SiteUnavailable
+from sciagent.errors import ConfigError
 
 if TYPE_CHECKING:
     from parsl.executors import HighThroughputExecutor
@@ -22,7 +32,10 @@ if TYPE_CHECKING:
 
     from sciagent.compute.base import Executor
 
+log = logging.getLogger(__name__)
+
 _SCHEDULER_NAMES = {"pbspro": "PBS Pro", "slurm": "Slurm"}
+_WARNED_UNENCRYPTED: set[str] = set()  # sites already warned about, so the warning comes once
 
 
 def require_commands(name: str, provider: str, commands: tuple[str, ...]) -> None:
@@ -89,12 +102,14 @@ def _htex(name: str, site: SiteConfig, provider: ExecutionProvider, workers: int
     from parsl.executors import HighThroughputExecutor
 
     local = site.provider == "local"
+    encrypted = _encryption(name, site)
     # Here the cores are split so HTEX starts exactly `workers` (it caps them at cores / cores_per_worker).
     cores_per_worker = _usable_cores() / workers * (1 - 1e-9) if local else float(site.cores_per_worker or 1)
     return HighThroughputExecutor(
         label=name,
         provider=provider,
-        address="127.0.0.1" if local else None,  # None: workers try every address of this host
+        address="127.0.0.1" if local else _interchange_address(name, site),  # None: every address here
+        encrypted=encrypted,
         max_workers_per_node=workers,
         cores_per_worker=cores_per_worker,
         cpu_affinity=site.cpu_affinity,
@@ -103,6 +118,59 @@ def _htex(name: str, site: SiteConfig, provider: ExecutionProvider, workers: int
         heartbeat_period=2 if local else 30,
         heartbeat_threshold=30 if local else 120,
     )
+
+
+def _encryption(name: str, site: SiteConfig) -> bool:
+    """Whether this site's HTEX is encrypted; a batch site set to ``encrypted = false`` warns once.
+
+    Raises:
+        SiteUnavailable: encryption is on and this pyzmq's libzmq has no CURVE support.
+    """
+    import zmq
+
+    if not site.encrypts:
+        if site.provider != "local" and name not in _WARNED_UNENCRYPTED:
+            _WARNED_UNENCRYPTED.add(name)
+            log.warning(
+                "site %s: encrypted = false: tasks and results cross the network to its workers "
+                "unencrypted, and anyone who reaches the interchange's ports can send it work",
+                name,
+            )
+        return False
+    if not zmq.has("curve"):
+        raise SiteUnavailable(
+            f"site {name}: this pyzmq's libzmq {zmq.zmq_version()} is built without CURVE, so Parsl "
+            "cannot encrypt the traffic to the workers; install pyzmq's PyPI wheel (it bundles a "
+            "CURVE-enabled libzmq: pip install --force-reinstall pyzmq), or set encrypted = false "
+            f"in [sites.{name}] in sciagent.toml to run unencrypted"
+        )
+    return True
+
+
+def _interchange_address(name: str, site: SiteConfig) -> str | None:
+    """The address the workers connect to: ``address``, ``interface``'s IPv4 address, or None (all).
+
+    Raises:
+        ConfigError: ``interface`` does not exist on this host (the message lists those that do),
+            or it has no IPv4 address.
+    """
+    if site.address or not site.interface:
+        return site.address
+    from parsl.addresses import address_by_interface
+
+    here = [interface for _, interface in socket.if_nameindex()]
+    fix = f"run sciagent on the site's login node, or set interface or address in [sites.{name}]"
+    if site.interface not in here:
+        raise ConfigError(
+            f"site {name}: network interface {site.interface} does not exist on this host "
+            f"(it has {', '.join(here)}); {fix}"
+        )
+    try:
+        return address_by_interface(site.interface)
+    except OSError as exc:  # the ioctl's EADDRNOTAVAIL: up, but no IPv4 address
+        raise ConfigError(
+            f"site {name}: network interface {site.interface} has no IPv4 address ({exc.strerror}); {fix}"
+        ) from exc
 
 
 def _launcher(site: SiteConfig) -> Launcher:

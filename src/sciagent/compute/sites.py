@@ -9,8 +9,11 @@ Compute endpoint) and, for Parsl, which batch scheduler and what to ask it for. 
 - ``polaris``: PBS Pro, 4 NVIDIA A100 per node, one worker pinned to each (``CUDA_VISIBLE_DEVICES``),
   ``filesystems=home:eagle``, one manager per node through ``mpiexec`` (Parsl's shipped Polaris config).
 - ``aurora``: PBS Pro, 12 Intel GPU tiles per node, one worker pinned to each (``ZE_AFFINITY_MASK``),
-  ``filesystems=home:flare``, OpenMM's OpenCL platform, ALCF's CPU binding (cores 0 and 52 left to the OS).
+  ``filesystems=home:flare``, OpenMM's OpenCL platform, ALCF's CPU binding (cores 0 and 52 left to the OS),
+  workers connecting back over the login node's ``hsn0`` (Slingshot), as ALCF's Parsl guide does.
 - ``slurm``: a generic Slurm cluster; ``sbatch`` must be on PATH.
+
+Every batch site's HTEX traffic is CurveZMQ-encrypted (``SiteConfig.encrypted``).
 
 ``[sites.NAME]`` tables in ``sciagent.toml`` add sites or override fields of a built-in one (only
 the fields written there), as ``[llm.NAME]`` does for model profiles. Options a site cannot work
@@ -83,6 +86,21 @@ class SiteConfig(BaseModel):
         openmm_platform: the OpenMM platform for simulations there; default from ``gpu_vendor``.
         remote_workdir: where runs go on the site's filesystem; default the local workspace.
         endpoint_id: the Globus Compute endpoint (``globus`` only).
+        address: the IP address or hostname of this machine that the batch job's worker managers
+            connect back to (Parsl's HTEX ``address``); wins over ``interface``. Unset with no
+            ``interface``: Parsl hands the workers every address of this host and each manager
+            keeps the first it reaches. Batch sites only: a ``local`` provider always listens on
+            ``127.0.0.1``.
+        interface: a network interface of this machine (e.g. ``hsn0``, Aurora's Slingshot
+            network) whose IPv4 address the workers connect to, looked up when the executor is
+            built (Parsl's ``address_by_interface``), so one template works on every login node.
+            Facility login nodes have several networks and the compute nodes reach only some.
+        encrypted: CurveZMQ encryption and authentication of the traffic between this machine's
+            Parsl interchange and the workers (HTEX ``encrypted``). Tasks and results are pickles
+            and cross the facility network; without it anyone who can reach the interchange's port
+            could read them, or send a worker a task. Default: on for ``pbspro`` and ``slurm``
+            sites, off for ``local`` (it listens on ``127.0.0.1`` only). ``false`` on a batch
+            site is honoured with a warning; pyzmq must be built with CURVE otherwise.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -111,6 +129,9 @@ class SiteConfig(BaseModel):
     openmm_platform: PlatformName | None = None
     remote_workdir: str | None = None
     endpoint_id: str | None = None
+    address: str | None = None
+    interface: str | None = None
+    encrypted: bool | None = None
 
     @field_validator("walltime")
     @classmethod
@@ -138,7 +159,20 @@ class SiteConfig(BaseModel):
             raise ValueError("partition applies to slurm sites; PBS Pro uses queue")
         if self.endpoint_id and self.kind != "globus":
             raise ValueError("endpoint_id applies to globus sites")
+        batch = self.kind == "parsl" and self.provider != "local"
+        for option in ("address", "interface"):
+            if getattr(self, option) and not batch:
+                raise ValueError(
+                    f"{option} applies to pbspro and slurm sites; a local one listens on 127.0.0.1"
+                )
+        if self.encrypted is not None and self.kind != "parsl":
+            raise ValueError("encrypted applies to parsl sites")
         return self
+
+    @property
+    def encrypts(self) -> bool:
+        """Whether HTEX traffic is CurveZMQ-encrypted: ``encrypted``, else on unless ``local``."""
+        return self.provider != "local" if self.encrypted is None else self.encrypted
 
     @property
     def accelerators(self) -> list[str]:
@@ -192,6 +226,16 @@ def _aurora_affinity() -> str:
     return "list:" + ":".join(blocks)
 
 
+# The interchange address of the ALCF sites follows ALCF's published Parsl configurations
+# (github.com/argonne-lcf/user-guides, read at 7d04a3f, Aug 2026):
+# - docs/aurora/workflows/parsl.md: every HTEX/MPIExecutor config sets
+#   ``address=address_by_interface('hsn0')``, "Ensures connections are made over the slingshot
+#   network"; hence ``interface="hsn0"``.
+# - docs/polaris/workflows/parsl.md: the config sets no ``address`` (Parsl's default: all of the
+#   host's addresses). Commit 1b11df2d (Feb 2025, "removed outdated options") dropped its earlier
+#   ``address_by_interface("bond0")``; Parsl's own parsl/configs/polaris.py (parsl 2026.10.26)
+#   still sets bond0, so ``interface = "bond0"`` in [sites.polaris] is the fallback if needed.
+# Neither sets ``encrypted``: they take Parsl's default, True, as every batch site here does.
 BUILTIN_SITES: dict[str, SiteConfig] = {
     "local": SiteConfig(kind="local", description="one process per task on this machine"),
     "local-parsl": SiteConfig(
@@ -231,6 +275,7 @@ BUILTIN_SITES: dict[str, SiteConfig] = {
         launcher="mpiexec",
         launcher_options="--ppn 1",
         openmm_platform="OpenCL",
+        interface="hsn0",
     ),
     "slurm": SiteConfig(
         kind="parsl", provider="slurm", description="a Slurm cluster (sbatch on PATH)", launcher="srun"
