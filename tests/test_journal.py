@@ -290,7 +290,7 @@ def test_schema_created_once_and_versioned(tmp_path: Path) -> None:
     assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert tables == {"runs", "steps", "model_calls", "tasks", "events", "artifacts"}
+    assert tables == {"runs", "steps", "model_calls", "tasks", "events", "artifacts", "endpoint_dialects"}
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     conn.commit()
     conn.close()
@@ -504,6 +504,7 @@ def _version_1_file(path: Path) -> str:
     conn.execute("DROP TABLE model_calls")
     conn.execute(_V1_MODEL_CALLS)
     conn.execute("CREATE INDEX model_calls_by_run ON model_calls (run_id)")
+    conn.execute("DROP TABLE endpoint_dialects")  # version 3's
     first, second = "2026-01-01T00:00:01+00:00", "2026-01-01T00:00:02+00:00"
     rows = [
         (run_id, "plan", "m", "d", 1.25, 120, 30, "{}", "invalid", "not JSON", 1, first),
@@ -535,9 +536,26 @@ def test_a_version_1_journal_is_migrated_and_takes_unknown_latencies(tmp_path: P
         timeline = _render(timeline_table(journal, run_id))
     assert "fallback: no model call" in timeline and "0.00 s" not in timeline
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert "model_calls_by_run" in indexes
     conn.close()
     with Journal(path) as journal:  # opening it again migrates nothing twice
         assert len(journal.model_calls(run_id)) == 3
+        journal.remember_dialect("http://127.0.0.1:8080/v1", "m", "json_object")  # version 3's table
+
+
+def test_the_style_an_endpoint_answered_in_is_remembered_per_endpoint_and_model(tmp_path: Path) -> None:
+    path = tmp_path / JOURNAL_FILENAME
+    url = "http://127.0.0.1:8080/v1"
+    with Journal(path) as journal:
+        assert journal.known_dialect(url, "m") is None
+        journal.remember_dialect(url, "m", "json_object")
+        journal.remember_dialect(url, "m", "prompt")  # the newest answer wins
+        journal.remember_dialect(url, "other", "json_schema")
+    with Journal(path) as journal:  # a later session
+        assert journal.known_dialect(url, "m") == "prompt"
+        assert journal.known_dialect(url, "other") == "json_schema"
+        assert journal.known_dialect("http://elsewhere/v1", "m") is None
+        with pytest.raises(sqlite3.IntegrityError):
+            journal.remember_dialect(url, "m", "yaml")

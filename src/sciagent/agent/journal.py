@@ -436,6 +436,23 @@ class Journal:
 
     # -- reading a run back ------------------------------------------------------------------------
 
+    def remember_dialect(self, base_url: str, model_id: str, style: str) -> None:
+        """Record the structured-output style ``base_url`` answered ``model_id``'s requests in."""
+        with self.transaction():
+            self._conn.execute(
+                "INSERT INTO endpoint_dialects (base_url, model_id, style, updated_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (base_url, model_id) DO UPDATE SET style = excluded.style,"
+                " updated_at = excluded.updated_at",
+                (base_url, model_id, style, self._now()),
+            )
+
+    def known_dialect(self, base_url: str, model_id: str) -> str | None:
+        """The style last recorded for this endpoint and model; None if it was never asked here."""
+        rows = self._rows(
+            "SELECT style FROM endpoint_dialects WHERE base_url = ? AND model_id = ?", (base_url, model_id)
+        )
+        return str(rows[0]["style"]) if rows else None
+
     def timeline(self, run_id: str) -> list[TimelineEntry]:
         """Steps, model calls, tasks and events of a run in time order (steps and tasks by start)."""
         entries = [

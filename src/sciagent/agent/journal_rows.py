@@ -26,7 +26,7 @@ EVENT_LEVELS: tuple[str, ...] = get_args(EventLevel)
 
 # Bump with every change to SCHEMA, and add the statements that bring the previous version's files up
 # to it to MIGRATIONS.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Lines longer than this are cut in one-line descriptions; the full text stays in the journal.
 _DESCRIPTION_LIMIT = 160
@@ -255,6 +255,17 @@ CREATE TABLE {name} (
 )"""
 
 
+# The structured-output style each endpoint answered in, so the next session asks it that way first.
+_ENDPOINT_DIALECTS_TABLE = """
+CREATE TABLE endpoint_dialects (
+    base_url TEXT NOT NULL,
+    model_id TEXT NOT NULL,
+    style TEXT NOT NULL CHECK (style IN ('json_schema', 'json_object', 'prompt')),
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (base_url, model_id)
+)"""
+
+
 SCHEMA = f"""
 CREATE TABLE runs (
     id TEXT PRIMARY KEY,
@@ -310,6 +321,7 @@ CREATE TABLE artifacts (
     created_at TEXT NOT NULL,
     UNIQUE (run_id, path)
 );
+{_ENDPOINT_DIALECTS_TABLE};
 CREATE INDEX runs_by_time ON runs (created_at);
 CREATE INDEX steps_by_run ON steps (run_id);
 CREATE INDEX model_calls_by_run ON model_calls (run_id);
@@ -331,4 +343,6 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE model_calls_v2 RENAME TO model_calls",
         "CREATE INDEX model_calls_by_run ON model_calls (run_id)",
     ),
+    # 2 -> 3: the endpoint_dialects table.
+    2: (_ENDPOINT_DIALECTS_TABLE,),
 }
