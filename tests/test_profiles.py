@@ -13,6 +13,7 @@ import pytest
 from pydantic import ValidationError
 
 from openai_server import LLAMA_CPP_REJECTS_JSON_SCHEMA, status_reply, text_reply
+from sciagent.agent.journal import Journal
 from sciagent.config import Settings
 from sciagent.errors import ConfigError
 from sciagent.llm.openai_compat import OpenAICompatModel
@@ -159,7 +160,9 @@ def test_llm_check_reports_model_latency_and_tokens_per_s(isolated: Path, openai
     assert lines["models"] == "served/model-a, served/model-b"
     assert lines["latency"].endswith(" s")
     assert float(lines["tokens/s"]) > 0
-    assert lines["structured"] == "json_object"  # negotiated: the 500 was not retried
+    assert lines["structured"].startswith("json_object (remembered")  # negotiated: the 500 was not retried
+    with Journal.in_workspace(isolated / "sciagent-runs") as journal:
+        assert journal.known_dialect(openai_server.base_url.rstrip("/"), "served/model-a") == "json_object"
     assert lines["tools"] == "native tool calls (profile setting, not probed)"
     assert len(openai_server.chat_requests()) == 3
 

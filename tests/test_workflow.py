@@ -24,7 +24,14 @@ from pathlib import Path
 
 import pytest
 
-from openai_server import OpenAIServer, RecordedRequest, Reply, slow_reply, text_reply
+from openai_server import (
+    LLAMA_CPP_REJECTS_JSON_SCHEMA,
+    OpenAIServer,
+    RecordedRequest,
+    Reply,
+    slow_reply,
+    text_reply,
+)
 from sciagent.agent.policy import RetryLimits
 from sciagent.science.analysis import analyze_trajectory
 from table_checks import assert_row_is_the_analysis
@@ -145,6 +152,7 @@ def test_blow_ups_are_fixed_by_the_model_and_by_the_fallback(tmp_path: Path) -> 
     cut to what is left, so they finish inside the budget instead of at their wall-time limit."""
     with OpenAIServer() as server:
         server.script(
+            LLAMA_CPP_REJECTS_JSON_SCHEMA,  # the endpoint speaks llama.cpp's dialect: negotiated once
             text_reply(json.dumps(BLOW_UP_PLAN)),
             slow_reply(20.0, text_reply(json.dumps(FIX))),
             *[text_reply(GARBAGE) for _ in range(3)],  # the second fix: three invalid answers
@@ -154,8 +162,14 @@ def test_blow_ups_are_fixed_by_the_model_and_by_the_fallback(tmp_path: Path) -> 
         completed = _run(cwd, "--budget", "75s", "--allow-unconstrained", "--json")
         assert completed.returncode == 0, completed.stderr
         assert server.pending() == 0
-        adjust_request = server.chat_requests()[1].body["messages"][-1]["content"]
+        requests = server.chat_requests()
+        adjust_request = requests[2].body["messages"][-1]["content"]
+        styles = [request.body["response_format"]["type"] for request in requests]
+        base_url = server.base_url
     assert "blew up" in adjust_request  # the model saw the failure it had to fix
+    assert styles == ["json_schema"] + ["json_object"] * (len(styles) - 1)  # kept once it worked
+    dialects = _journal_rows(cwd, "SELECT base_url, model_id, style FROM endpoint_dialects")
+    assert dialects == [(base_url.rstrip("/"), "scripted-model", "json_object")]  # for later sessions
     summary = json.loads(completed.stdout)
     assert summary["failed_conditions"] == []
     results = _results(summary)
@@ -220,11 +234,20 @@ def test_a_fix_that_leaves_no_budget_fails_the_condition_with_the_reason(tmp_pat
 
 def test_garbage_answers_use_the_fallbacks_and_the_study_completes(tmp_path: Path) -> None:
     with OpenAIServer() as server:
-        server.script(*[text_reply(GARBAGE) for _ in range(6)])
         cwd = _workspace(tmp_path, server.base_url, NO_EXTENSIONS)
+        # `llm check` finds the endpoint's style (llama.cpp's json_object) and the journal keeps it ...
+        server.script(text_reply("ready"), LLAMA_CPP_REJECTS_JSON_SCHEMA, text_reply('{"ready": true}'))
+        check = subprocess.run([sys.executable, "-m", "sciagent", "llm", "check", "--llm", "scripted"],
+                               cwd=cwd, capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert check.returncode == 0 and "json_object (remembered" in check.stdout, check.stderr
+        checked = len(server.chat_requests())
+        server.script(*[text_reply(GARBAGE) for _ in range(6)])
         completed = _run(cwd, "--budget", "75s", "--json")
         assert completed.returncode == 0, completed.stderr
         assert server.pending() == 0  # three plan asks and three interpretation asks, nothing more
+        # ... so the run asks in that style from its first request: nothing is rejected again.
+        styles = {request.body["response_format"]["type"] for request in server.chat_requests()[checked:]}
+    assert styles == {"json_object"}
     summary = json.loads(completed.stdout)
     results = _results(summary)
     record = results["record"]

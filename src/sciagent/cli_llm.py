@@ -18,6 +18,7 @@ import typer
 from pydantic import BaseModel
 from rich.table import Table
 
+from sciagent.agent.journal import JOURNAL_FILENAME, Journal
 from sciagent.cli_common import EXIT_BAD_INPUT, EXIT_FAILED, exits_on_error, fail, load_settings
 from sciagent.console import err_console, out_console
 from sciagent.errors import ModelError, SciagentError, StructuredOutputError, UserError
@@ -26,6 +27,7 @@ from sciagent.llm.base import ChatModel
 from sciagent.llm.openai_compat import OpenAICompatModel
 from sciagent.llm.profiles import all_profiles, key_source, make_model, resolve_profile
 from sciagent.llm.structured import ask_structured
+from sciagent.workflows.dialects import remember_dialect
 
 if TYPE_CHECKING:
     from sciagent.llm.serve import ServerHandle
@@ -71,7 +73,7 @@ def check(
         ("latency", f"{reply.latency_s:.2f} s"),
         ("tokens/s", rate),
         ("reply", " ".join((reply.text or "").split())[:80]),
-        ("structured", _structured_style(model)),
+        ("structured", _structured_style(model, settings.workspace)),
         (
             "tools",
             "native tool calls (profile setting, not probed)"
@@ -100,15 +102,23 @@ def _served_models(model: ChatModel) -> str:
         return f"not listed ({auth.redact(str(exc))})"
 
 
-def _structured_style(model: ChatModel) -> str:
-    """The structured-output style the model answered in (negotiated for an endpoint), or why none did."""
+def _structured_style(model: ChatModel, workspace: Path) -> str:
+    """The structured-output style the model answered in (negotiated for an endpoint), or why none did.
+
+    Probed afresh from the profile's style; one that works is remembered in the workspace journal,
+    where later runs start from it.
+    """
     try:
         ask_structured(model, _STRUCTURED_PROMPT, _Ready, retries=0, max_tokens=32)
     except StructuredOutputError:
         return f"{model.response_format_style} accepted, but the reply did not validate"
     except ModelError as exc:
         return f"none works: {auth.redact(str(exc))}"
-    return model.response_format_style
+    if not isinstance(model, OpenAICompatModel):
+        return f"{model.response_format_style} (in process)"
+    with Journal.in_workspace(workspace) as journal:
+        remember_dialect(journal, model)
+    return f"{model.response_format_style} (remembered for later runs in {workspace / JOURNAL_FILENAME})"
 
 
 @llm_app.command()

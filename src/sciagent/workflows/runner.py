@@ -20,6 +20,7 @@ from sciagent.crash import record_internal_error
 from sciagent.errors import SciagentError, UserError
 from sciagent.llm.profiles import make_model, resolve_profile
 from sciagent.workflows.advisor import ModelAdvisor
+from sciagent.workflows.dialects import recall_dialect, remember_dialect
 from sciagent.workflows.md_stability import DEFAULT_GOAL, StabilityStudy
 from sciagent.workflows.study_context import Notify, StudyContext
 from sciagent.workflows.study_state import StudyState, new_state
@@ -118,11 +119,12 @@ def _carry(
     settings: Settings,
     state: StudyState | None,
 ) -> StudyRun:
-    executor = None
+    executor = model = None
     try:
         site = resolve_site(options.site, settings.sites)
         profile_name, _ = resolve_profile(options.llm or settings.default_llm, settings.llm)
         model = make_model(profile_name, settings.llm)
+        recall_dialect(journal, model)
         if state is None:
             budget = options.budget_s or DEFAULT_BUDGET_S
             state = new_state(run_id, options.goal, options.structure, profile_name, model.model_id, budget)
@@ -155,6 +157,8 @@ def _carry(
         _record_failure(journal, run_id, str(internal))
         raise internal from exc
     finally:
+        if model is not None:
+            remember_dialect(journal, model)
         if executor is not None:
             executor.shutdown(cancel=True)
     run = StudyRun(run_id, run_dir, state)
