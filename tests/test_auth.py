@@ -235,7 +235,9 @@ def test_the_stored_token_is_the_endpoint_key(
     globus: StandInAuthClient, openai_server, tmp_path: Path
 ) -> None:
     logged_in(globus)
-    (tmp_path / "sciagent.toml").write_text(
+    user_config = tmp_path / "xdg" / "sciagent" / "config.toml"  # the user's own: trusted with the login
+    user_config.parent.mkdir(parents=True, exist_ok=True)
+    user_config.write_text(
         f'[llm.facility]\nbase_url = "{openai_server.base_url}"\nmodel = "m"\nauth = "globus"\n'
     )
     openai_server.script(text_reply("ready"))

@@ -34,7 +34,9 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, openai_server) -> Path
     monkeypatch.setenv("LAB_KEY", SECRET)
     monkeypatch.chdir(tmp_path)
     url = openai_server.base_url
-    (tmp_path / "sciagent.toml").write_text(
+    # The user's own config: one in the working directory may not send the Globus login elsewhere.
+    (tmp_path / "xdg" / "sciagent").mkdir(parents=True)
+    (tmp_path / "xdg" / "sciagent" / "config.toml").write_text(
         f'[llm.lab]\nbase_url = "{url}"\nmodel = "m"\napi_key_env = "LAB_KEY"\nauth = "env"\n'
         "max_retries = 0\n\n"
         f'[llm.facility]\nbase_url = "{url}"\nmodel = "m"\nauth = "globus"\nmax_retries = 0\n\n'

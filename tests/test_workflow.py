@@ -53,6 +53,7 @@ SAFE_PLAN = {**BLOW_UP_PLAN, "elevated_temperatures_k": [400], "constraints": "h
 FIX = {"timestep_fs": 2, "constraints": "hbonds", "minimize": True, "rationale": "Constrain H bonds at 2 fs."}
 SUMMARY = {"summary": "At 300 K the backbone held; the hotter run is compared in the findings."}
 GARBAGE = "I think maybe 300 kelvin? Not sure."
+KEY = "sk-scripted-KEY-0042"
 NO_EXTENSIONS = "[study]\nextensions = 0\n"  # runs cut short by the budget are not extended: deterministic
 
 
@@ -232,22 +233,30 @@ def test_a_fix_that_leaves_no_budget_fails_the_condition_with_the_reason(tmp_pat
     assert not list(_run_dir(cwd).glob("conditions/*/run2"))  # no adjusted run was started
 
 
-def test_garbage_answers_use_the_fallbacks_and_the_study_completes(tmp_path: Path) -> None:
+def test_garbage_answers_use_the_fallbacks_and_the_study_completes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Also: the endpoint's key, echoed back in a reply, is written nowhere in the journal."""
+    monkeypatch.setenv("SCRIPTED_KEY", KEY)
     with OpenAIServer() as server:
-        cwd = _workspace(tmp_path, server.base_url, NO_EXTENSIONS)
+        cwd = _workspace(tmp_path, server.base_url, 'api_key_env = "SCRIPTED_KEY"\n' + NO_EXTENSIONS)
         # `llm check` finds the endpoint's style (llama.cpp's json_object) and the journal keeps it ...
         server.script(text_reply("ready"), LLAMA_CPP_REJECTS_JSON_SCHEMA, text_reply('{"ready": true}'))
         check = subprocess.run([sys.executable, "-m", "sciagent", "llm", "check", "--llm", "scripted"],
                                cwd=cwd, capture_output=True, text=True, timeout=120)  # fmt: skip
         assert check.returncode == 0 and "json_object (remembered" in check.stdout, check.stderr
         checked = len(server.chat_requests())
-        server.script(*[text_reply(GARBAGE) for _ in range(6)])
+        server.script(text_reply(f"{GARBAGE} {KEY}"), *[text_reply(GARBAGE) for _ in range(5)])
         completed = _run(cwd, "--budget", "75s", "--json")
         assert completed.returncode == 0, completed.stderr
         assert server.pending() == 0  # three plan asks and three interpretation asks, nothing more
         # ... so the run asks in that style from its first request: nothing is rejected again.
         styles = {request.body["response_format"]["type"] for request in server.chat_requests()[checked:]}
     assert styles == {"json_object"}
+    raw_replies = [row[0] for row in _journal_rows(cwd, "SELECT raw_reply FROM model_calls ORDER BY id")]
+    assert raw_replies[0] == f"{GARBAGE} [redacted]"
+    for path in (cwd / "sciagent-runs").rglob("*"):
+        assert not path.is_file() or KEY.encode() not in path.read_bytes(), path
     summary = json.loads(completed.stdout)
     results = _results(summary)
     record = results["record"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import sys
 import time
@@ -26,6 +27,7 @@ from sciagent.cli_common import (
 from sciagent.cli_llm import auth_app, llm_app
 from sciagent.cli_sites import sites_app
 from sciagent.compute.sites import make_executor, resolve_site
+from sciagent.config_trust import TRUST_ENV
 from sciagent.console import err_console, md_progress, out_console
 from sciagent.crash import record_internal_error
 from sciagent.science.simulate import SimulationOutcome, simulate_and_analyze
@@ -76,8 +78,18 @@ def setup(
     log_level: Annotated[
         str, typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR", envvar="SCIAGENT_LOG_LEVEL")
     ] = "WARNING",
+    trust_local_config: Annotated[
+        bool,
+        typer.Option(
+            "--trust-local-config",
+            help="let ./sciagent.toml send a built-in credential (Globus login, OPENAI_API_KEY, ...) to "
+            "an endpoint it names",
+        ),
+    ] = False,
 ) -> None:
-    """Set up logging for every command."""
+    """Set up logging for every command, and whether the project's sciagent.toml is trusted."""
+    if trust_local_config:
+        os.environ[TRUST_ENV] = "1"  # read where Settings loads; inherited by what sciagent starts
     level = logging.getLevelName(log_level.upper())
     if not isinstance(level, int):
         fail(f"unknown --log-level {log_level!r}: use DEBUG, INFO, WARNING or ERROR")

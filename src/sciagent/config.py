@@ -2,6 +2,8 @@
 
 Precedence, lowest first: defaults < ``~/.config/sciagent/config.toml`` < ``./sciagent.toml`` <
 environment (``SCIAGENT_*``) < CLI flags (applied by the CLI on top of a loaded ``Settings``).
+What ``./sciagent.toml`` may not do on its own (send a built-in credential elsewhere) is in
+``sciagent.config_trust``.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import sys
 from pathlib import Path
 
 import platformdirs
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -24,6 +26,7 @@ else:  # pragma: no cover - Python 3.10 reads TOML with tomli, as pydantic-setti
     import tomli as tomllib
 
 from sciagent.compute.sites import SiteConfig, overlay_builtin_sites
+from sciagent.config_trust import guard_profiles, read_config_files, warn_about_sites
 from sciagent.llm.profiles import LLMProfile, overlay_builtin_profiles
 
 
@@ -92,6 +95,14 @@ class Settings(BaseSettings):
     @classmethod
     def _over_builtin_sites(cls, value: object) -> object:
         return overlay_builtin_sites(value)
+
+    @model_validator(mode="after")
+    def _guard_project_config(self) -> Settings:
+        # A cloned directory's sciagent.toml must not send the user's credentials elsewhere.
+        files = read_config_files(project_config_file(), user_config_file())
+        self.llm = guard_profiles(self.llm, files)
+        warn_about_sites(self.sites, files)
+        return self
 
     @classmethod
     def settings_customise_sources(

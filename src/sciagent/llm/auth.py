@@ -89,6 +89,11 @@ def token_file() -> Path:
     return Path(override) if override else Path(platformdirs.user_config_dir("sciagent")) / "tokens.json"
 
 
+def handed_out() -> frozenset[str]:
+    """Every key and token this process has handed to a model client, for redaction elsewhere."""
+    return frozenset(_handed_out)
+
+
 def redact(text: str) -> str:
     """``text`` with every token this process has handed out replaced by ``***``."""
     for secret in _handed_out:

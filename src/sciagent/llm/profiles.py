@@ -25,7 +25,7 @@ import os
 from collections.abc import Mapping
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from sciagent.errors import ConfigError
 from sciagent.llm.base import ChatModel, ResponseFormatStyle
@@ -66,6 +66,8 @@ class LLMProfile(BaseModel):
     supports_native_tools: bool = True
     timeout_s: float = 120.0
     max_retries: int = Field(default=4, ge=0)
+    # Why this profile's credential is not sent (``sciagent.config_trust``); never set from a file.
+    _withheld_because: str | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _consistent(self) -> LLMProfile:
@@ -76,6 +78,13 @@ class LLMProfile(BaseModel):
         if self.timeout_s <= 0:
             raise ValueError("timeout_s must be positive")
         return self
+
+
+def withhold_credential(profile: LLMProfile, reason: str) -> LLMProfile:
+    """A copy of ``profile`` that ``make_model`` refuses to build, saying ``reason``."""
+    copy = profile.model_copy()
+    copy._withheld_because = reason
+    return copy
 
 
 BUILTIN_PROFILES: dict[str, LLMProfile] = {
@@ -151,7 +160,8 @@ def make_model(name: str, profiles: Mapping[str, LLMProfile]) -> ChatModel:
     loads llama.cpp or the OpenAI SDK. A profile with ``model = None`` asks the server for its models.
 
     Raises:
-        ConfigError: unknown profile, or a key the profile needs is not available.
+        ConfigError: unknown profile, a key the profile needs is not available, or its credential is
+            withheld from an endpoint only a project file names (``sciagent.config_trust``).
         ModelUnavailable, ModelAuthError: while asking a server for its model list.
     """
     from sciagent.llm import auth
@@ -167,6 +177,8 @@ def make_model(name: str, profiles: Mapping[str, LLMProfile]) -> ChatModel:
     from sciagent.llm.openai_compat import OpenAICompatModel
     from sciagent.llm.retry import RetryPolicy
 
+    if profile._withheld_because:
+        raise ConfigError(f"profile {name}: {profile._withheld_because}")
     api_key = auth.get_access_token(profile)
     if api_key is None and profile.auth != "none":
         where = f"set {profile.api_key_env}" if profile.api_key_env else "set api_key_env in the profile"

@@ -18,6 +18,7 @@ from sciagent.compute.sites import make_executor, resolve_site
 from sciagent.config import Settings
 from sciagent.crash import record_internal_error
 from sciagent.errors import SciagentError, UserError
+from sciagent.llm import auth
 from sciagent.llm.profiles import make_model, resolve_profile
 from sciagent.workflows.advisor import ModelAdvisor
 from sciagent.workflows.dialects import recall_dialect, remember_dialect
@@ -124,6 +125,8 @@ def _carry(
         site = resolve_site(options.site, settings.sites)
         profile_name, _ = resolve_profile(options.llm or settings.default_llm, settings.llm)
         model = make_model(profile_name, settings.llm)
+        for secret in auth.handed_out():  # what the model client holds is never written to the journal
+            journal.register_secret(secret)
         recall_dialect(journal, model)
         if state is None:
             budget = options.budget_s or DEFAULT_BUDGET_S
