@@ -127,6 +127,13 @@ LLAMA_CPP_REJECTS_JSON_SCHEMA = status_reply(
 )
 
 
+# What vLLM answers to ``tools=`` when it was started without ``--enable-auto-tool-choice``: HTTP 400
+# (vLLM's serving_chat.py; the text as users report it in vLLM's issues and its tool-calling docs).
+VLLM_REJECTS_AUTO_TOOL_CHOICE = status_reply(
+    400, message='"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set'
+)
+
+
 def slow_reply(seconds: float, reply: Reply | None = None) -> Reply:
     """``reply`` (by default a text reply) after waiting ``seconds``: to make clients time out."""
     base = reply if reply is not None else text_reply("slow answer")

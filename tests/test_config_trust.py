@@ -18,7 +18,8 @@ from sciagent.config_trust import TRUST_ENV
 
 KEY = "sk-user-OPENAI-KEY-123"
 SCIAGENT = [sys.executable, "-m", "sciagent"]
-READY = (text_reply("ready"), text_reply('{"ready": true}'))  # llm check's round trip and structured ask
+# llm check's round trip, structured ask and tool-call probe
+READY = (text_reply("ready"), text_reply('{"ready": true}'), text_reply("pong"))
 
 
 @pytest.fixture

@@ -12,7 +12,13 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from openai_server import LLAMA_CPP_REJECTS_JSON_SCHEMA, status_reply, text_reply
+from openai_server import (
+    LLAMA_CPP_REJECTS_JSON_SCHEMA,
+    VLLM_REJECTS_AUTO_TOOL_CHOICE,
+    status_reply,
+    text_reply,
+    tool_call_reply,
+)
 from sciagent.agent.journal import Journal
 from sciagent.config import Settings
 from sciagent.errors import ConfigError
@@ -150,6 +156,7 @@ def test_llm_check_reports_model_latency_and_tokens_per_s(isolated: Path, openai
         text_reply("ready", model="served/model-a", completion_tokens=5),
         LLAMA_CPP_REJECTS_JSON_SCHEMA,
         text_reply('{"ready": true}'),
+        text_reply("pong"),  # asked to call the probe tool, the model answers in text
     )
     write_config(isolated, f'[llm.lab]\nbase_url = "{openai_server.base_url}"\nmodel = "served/model-a"\n')
     completed = sciagent("llm", "check", "--llm", "lab", cwd=isolated)
@@ -163,8 +170,27 @@ def test_llm_check_reports_model_latency_and_tokens_per_s(isolated: Path, openai
     assert lines["structured"].startswith("json_object (remembered")  # negotiated: the 500 was not retried
     with Journal.in_workspace(isolated / "sciagent-runs") as journal:
         assert journal.known_dialect(openai_server.base_url.rstrip("/"), "served/model-a") == "json_object"
-    assert lines["tools"] == "native tool calls (profile setting, not probed)"
-    assert len(openai_server.chat_requests()) == 3
+    assert lines["tools"].startswith("no: the model answered in text instead of calling the probe tool")
+    requests = openai_server.chat_requests()
+    assert len(requests) == 4 and requests[3].body["tools"][0]["function"]["name"] == "ping"
+
+
+@pytest.mark.parametrize("dialect", ["vllm", "openai"])
+def test_llm_check_on_vllm_and_openai_dialects(isolated: Path, openai_server, dialect: str) -> None:
+    """vLLM: json_schema works, tools= is refused without --enable-auto-tool-choice; OpenAI: both work."""
+    tools = VLLM_REJECTS_AUTO_TOOL_CHOICE if dialect == "vllm" else tool_call_reply("ping", {})
+    openai_server.script(text_reply("ready"), text_reply('{"ready": true}'), tools)
+    write_config(isolated, f'[llm.lab]\nbase_url = "{openai_server.base_url}"\nmodel = "m"\n')
+    completed = sciagent("llm", "check", "--llm", "lab", cwd=isolated)
+    assert completed.returncode == 0, completed.stderr
+    lines = {k: v.strip() for k, v in (line.split(":", 1) for line in completed.stdout.splitlines())}
+    assert lines["structured"].startswith("json_schema (remembered")
+    if dialect == "vllm":
+        assert lines["tools"].startswith("no: the server refused tools= (")
+        assert "--enable-auto-tool-choice" in lines["tools"]
+    else:
+        assert lines["tools"] == "yes: the model called the probe tool; profile says yes"
+    assert len(openai_server.chat_requests()) == 3  # a refused tools= request is not retried
 
 
 def _one_line_error(completed: subprocess.CompletedProcess[str]) -> str:

@@ -73,14 +73,15 @@ def assert_no_secret_written(home: Path, *outputs: subprocess.CompletedProcess[s
 
 
 def test_a_successful_check_sends_the_key_and_prints_none(home: Path, openai_server) -> None:
-    ready = (text_reply("ready"), text_reply('{"ready": true}'))  # the round trip, the structured one
+    # the round trip, the structured ask, the tool-call probe
+    ready = (text_reply("ready"), text_reply('{"ready": true}'), text_reply("pong"))
     openai_server.script(*ready, *ready)
     lab = sciagent("llm", "check", "--llm", "lab", cwd=home)
     facility = sciagent("llm", "check", "--llm", "facility", cwd=home)
     assert lab.returncode == 0 and facility.returncode == 0, lab.stderr + facility.stderr
     assert "DEBUG" in lab.stderr  # the debug logs really were on
     sent = [r.headers["authorization"] for r in openai_server.requests]  # model listings included
-    assert sent == [f"Bearer {SECRET}"] * 3 + [f"Bearer {GLOBUS_SECRET}"] * 3
+    assert sent == [f"Bearer {SECRET}"] * 4 + [f"Bearer {GLOBUS_SECRET}"] * 4
     assert_no_secret_written(home, lab, facility)
 
 

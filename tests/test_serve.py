@@ -264,6 +264,15 @@ def test_real_llama_cpp_server_detached_then_stopped(tmp_path: Path) -> None:
         # so the plan offers the model a list of lengths (unlisted, it answered 3.6e-40 ps three times).
         plan = ask_structured(default, plan_messages(DEFAULT_GOAL, "villin", 300.0), StudyPlan, retries=0)
         assert plan.value.production_ps in PRODUCTION_CHOICES_PS
+        # `sciagent llm check` on a profile that names only the URL: everything found by asking.
+        (tmp_path / "sciagent.toml").write_text(f'[llm.mine]\nbase_url = "{base_url}"\n')
+        checked = subprocess.run([*SCIAGENT, "llm", "check", "--llm", "mine"], cwd=tmp_path,
+                                 capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert checked.returncode == 0, checked.stderr
+        lines = dict(line.split(":", 1) for line in checked.stdout.splitlines())
+        assert lines["models"].strip() == served[0] and float(lines["tokens/s"]) > 0
+        assert lines["structured"].strip().startswith("json_object (remembered")
+        assert lines["tools"].strip().startswith(("no: ", "yes: ")), lines["tools"]  # probed, not assumed
     finally:
         stopped = subprocess.run(
             [*SCIAGENT, "llm", "stop", "--port", str(port)],

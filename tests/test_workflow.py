@@ -241,7 +241,8 @@ def test_garbage_answers_use_the_fallbacks_and_the_study_completes(
     with OpenAIServer() as server:
         cwd = _workspace(tmp_path, server.base_url, 'api_key_env = "SCRIPTED_KEY"\n' + NO_EXTENSIONS)
         # `llm check` finds the endpoint's style (llama.cpp's json_object) and the journal keeps it ...
-        server.script(text_reply("ready"), LLAMA_CPP_REJECTS_JSON_SCHEMA, text_reply('{"ready": true}'))
+        probes = (text_reply("ready"), LLAMA_CPP_REJECTS_JSON_SCHEMA, text_reply('{"ready": true}'))
+        server.script(*probes, text_reply("pong"))  # the last: asked to call a tool, it answers in text
         check = subprocess.run([sys.executable, "-m", "sciagent", "llm", "check", "--llm", "scripted"],
                                cwd=cwd, capture_output=True, text=True, timeout=120)  # fmt: skip
         assert check.returncode == 0 and "json_object (remembered" in check.stdout, check.stderr

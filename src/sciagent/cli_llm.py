@@ -21,9 +21,9 @@ from rich.table import Table
 from sciagent.agent.journal import JOURNAL_FILENAME, Journal
 from sciagent.cli_common import EXIT_BAD_INPUT, EXIT_FAILED, exits_on_error, fail, load_settings
 from sciagent.console import err_console, out_console
-from sciagent.errors import ModelError, SciagentError, StructuredOutputError, UserError
+from sciagent.errors import ModelError, RequestRejected, SciagentError, StructuredOutputError, UserError
 from sciagent.llm import auth
-from sciagent.llm.base import ChatModel
+from sciagent.llm.base import ChatModel, ToolSpec
 from sciagent.llm.openai_compat import OpenAICompatModel
 from sciagent.llm.profiles import all_profiles, key_source, make_model, resolve_profile
 from sciagent.llm.structured import ask_structured
@@ -39,6 +39,12 @@ llm_app = typer.Typer(
 auth_app = typer.Typer(help="Log in to the facility inference service with Globus.", no_args_is_help=True)
 
 _CHECK_PROMPT = [{"role": "user", "content": "Reply with one word: ready"}]
+_TOOL_PROMPT = [{"role": "user", "content": "Call the ping tool now. Do not answer in text."}]
+_PING = ToolSpec(
+    name="ping",
+    description="Answers a connectivity check. Call it with no arguments.",
+    parameters={"type": "object", "properties": {}},
+)
 _STRUCTURED_PROMPT = [{"role": "user", "content": 'Are you ready? Answer in JSON: {"ready": true}'}]
 
 
@@ -74,14 +80,9 @@ def check(
         ("tokens/s", rate),
         ("reply", " ".join((reply.text or "").split())[:80]),
         ("structured", _structured_style(model, settings.workspace)),
-        (
-            "tools",
-            "native tool calls (profile setting, not probed)"
-            if model.supports_native_tools
-            else "decision schema (profile: no native tools)",
-        ),
+        ("tools", _native_tools(model)),
     ):
-        out_console.print(f"{label + ':':<12}{value}", highlight=False, markup=False)
+        out_console.print(f"{label + ':':<12}{value}", highlight=False, markup=False, soft_wrap=True)
 
 
 class _Ready(BaseModel):
@@ -100,6 +101,26 @@ def _served_models(model: ChatModel) -> str:
         return ", ".join(model.list_models()) or "none listed"
     except ModelError as exc:
         return f"not listed ({auth.redact(str(exc))})"
+
+
+def _native_tools(model: ChatModel) -> str:
+    """Whether the endpoint's model really calls a tool given with ``tools=``: one probe request.
+
+    vLLM without ``--enable-auto-tool-choice`` rejects ``tools=`` (HTTP 400); llama.cpp's server and
+    small models often answer in text. Either way the agent uses its constrained decision schema.
+    """
+    profile_says = "yes" if model.supports_native_tools else "no"
+    if not isinstance(model, OpenAICompatModel):
+        return "no: the in-process model decides through a grammar (decision schema)"
+    try:
+        reply = model.chat(_TOOL_PROMPT, tools=[_PING], max_tokens=48, temperature=0.0)
+    except RequestRejected as exc:
+        return f"no: the server refused tools= ({auth.redact(str(exc))}); profile says {profile_says}"
+    except ModelError as exc:
+        return f"not known: {auth.redact(str(exc))}"
+    if any(call.name == _PING.name for call in reply.tool_calls):
+        return f"yes: the model called the probe tool; profile says {profile_says}"
+    return f"no: the model answered in text instead of calling the probe tool; profile says {profile_says}"
 
 
 def _structured_style(model: ChatModel, workspace: Path) -> str:
@@ -255,7 +276,7 @@ def status() -> None:
         ("expires", f"{expires} ({refresh})"),
         ("scopes", " ".join(state.scopes) or "none"),
     ):
-        out_console.print(f"{label + ':':<12}{value}", highlight=False, markup=False)
+        out_console.print(f"{label + ':':<12}{value}", highlight=False, markup=False, soft_wrap=True)
 
 
 @auth_app.command()
