@@ -1,0 +1,28 @@
+"""``sciagent tools``: the catalogue a model, an MCP client or a person can use."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from sciagent.console import out_console
+from sciagent.tools.catalogue import builtin_tools
+
+
+def tools(
+    as_json: Annotated[bool, typer.Option("--json", help="names, descriptions and argument schemas")] = False,
+) -> None:
+    """List the tools the agent can call (and the MCP server serves)."""
+    described = builtin_tools().describe()
+    if as_json:
+        typer.echo(json.dumps(described))
+        return
+    table = Table("tool", "cost", "flags")
+    table.add_column("description", overflow="fold")
+    for tool in described:
+        flags = [flag for flag in ("needs_approval", "runs_on_site") if tool[flag]]
+        table.add_row(tool["name"], tool["cost"], ", ".join(flags) or "-", tool["description"])
+    out_console.print(table)

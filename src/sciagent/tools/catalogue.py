@@ -1,0 +1,14 @@
+"""The built-in catalogue: every tool sciagent ships, in one registry (what the agent, ``sciagent tools``
+and the MCP server read). A new tool family goes in its own module under ``sciagent/tools`` and is
+added here."""
+
+from __future__ import annotations
+
+from sciagent.tools.files import FILE_TOOLS
+from sciagent.tools.registry import ToolRegistry
+from sciagent.tools.structures import STRUCTURE_TOOLS
+
+
+def builtin_tools() -> ToolRegistry:
+    """A fresh registry of the built-in tools (callers may add their own to it)."""
+    return ToolRegistry.of([*STRUCTURE_TOOLS, *FILE_TOOLS])

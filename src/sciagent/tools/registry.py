@@ -1,0 +1,206 @@
+"""One registry of tools, read by the agent loop, ``sciagent tools`` and the MCP server alike.
+
+A tool is a plain function ``f(arguments, context) -> result`` whose two type hints are pydantic
+models: the argument model is the JSON schema a model is shown and the validator its call goes
+through; the result model is what the journal stores and numbers are attributed to. The docstring's
+first paragraph is the description a model reads, so it is written for models. ``define_tool`` reads
+all of that from the function, so a tool is written once (smolagents' and pydantic-ai's habit).
+
+A call never raises anything but ``ToolArgumentsError`` (the model can fix it: the message names the
+tool, the argument and what is wrong) or ``ToolFailed`` (it ran and failed: the message and a failure
+class); both become observations for the model.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import re
+import typing
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from sciagent.errors import SciagentError, UserError
+from sciagent.llm.base import ToolSpec
+
+CostClass = Literal["instant", "minutes", "hours"]
+COST_RANK: dict[str, int] = {"instant": 0, "minutes": 1, "hours": 2}
+_NAME = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)?$")  # `NAME.tool` for an MCP server's tools
+
+A = TypeVar("A", bound=BaseModel)
+R = TypeVar("R", bound=BaseModel)
+
+
+class ToolArgumentsError(UserError):
+    """A tool call the model can correct: unknown tool, or arguments that do not validate."""
+
+
+class ToolFailed(SciagentError):
+    """A tool ran and failed; ``failure_class`` says how (``setup``, ``instability``, ``io``, ...)."""
+
+    def __init__(self, message: str, failure_class: str = "failed") -> None:
+        super().__init__(message)
+        self.failure_class = failure_class
+
+
+@dataclass(frozen=True)
+class ToolContext:
+    """What a tool may use besides its arguments: the session's own directory, and only that for files."""
+
+    session_dir: Path
+
+
+@dataclass(frozen=True)
+class Tool(Generic[A, R]):
+    """One catalogue entry; build it with ``define_tool``."""
+
+    name: str
+    description: str
+    arguments: type[A]
+    result: type[R]
+    function: Callable[[A, ToolContext], R]
+    cost: CostClass = "instant"
+    needs_approval: bool = False
+    runs_on_site: bool = False
+
+    def parameters(self) -> dict[str, Any]:
+        """The JSON schema of the arguments, as a model and an MCP client are shown it."""
+        return self.arguments.model_json_schema()
+
+    def spec(self) -> ToolSpec:
+        """The tool as a native tool-call definition for a ``ChatModel``."""
+        return ToolSpec(self.name, self.description, self.parameters())
+
+    def parse(self, raw: Mapping[str, Any] | str | None) -> A:
+        """Validate a call's arguments (a dict, or JSON text as models send it).
+
+        Raises:
+            ToolArgumentsError: the text is not a JSON object, or an argument does not validate;
+                the message names the tool, the argument and the problem.
+        """
+        if isinstance(raw, str):
+            try:
+                raw = json.loads(raw) if raw.strip() else {}
+            except json.JSONDecodeError as exc:
+                raise ToolArgumentsError(f"tool {self.name}: the arguments are not JSON ({exc.msg})") from exc
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, Mapping):
+            raise ToolArgumentsError(f"tool {self.name}: the arguments must be a JSON object")
+        try:
+            return self.arguments.model_validate(dict(raw))
+        except ValidationError as exc:
+            raise ToolArgumentsError(f"tool {self.name}: {_first_problem(exc)}") from exc
+
+    def call(self, raw: Mapping[str, Any] | str | None, context: ToolContext) -> R:
+        """Validate and run; what the function raised is mapped to ``ToolArgumentsError``/``ToolFailed``."""
+        arguments = self.parse(raw)
+        try:
+            result = self.function(arguments, context)
+        except (ToolArgumentsError, ToolFailed):
+            raise
+        except UserError as exc:  # bad input the model gave (a structure that does not exist, a path)
+            raise ToolArgumentsError(f"tool {self.name}: {exc}") from exc
+        except SciagentError as exc:
+            raise ToolFailed(f"tool {self.name}: {exc}", getattr(exc, "failure_class", "failed")) from exc
+        if not isinstance(result, self.result):
+            raise TypeError(f"tool {self.name} returned {type(result).__name__}, not {self.result.__name__}")
+        return result
+
+
+def define_tool(
+    function: Callable[[A, ToolContext], R],
+    *,
+    name: str | None = None,
+    cost: CostClass = "instant",
+    needs_approval: bool = False,
+    runs_on_site: bool = False,
+) -> Tool[A, R]:
+    """A ``Tool`` from ``function``: name, argument and result models and description read from it.
+
+    Raises:
+        TypeError: the function's first parameter or its return is not annotated with a pydantic model,
+            or it has no docstring.
+        ValueError: the name is not lower_snake_case.
+    """
+    hints = typing.get_type_hints(function)
+    parameters = list(inspect.signature(function).parameters)
+    arguments, result = hints.get(parameters[0]) if parameters else None, hints.get("return")
+    for what, model in (("first parameter", arguments), ("return", result)):
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            raise TypeError(f"{function.__qualname__}: its {what} must be annotated with a pydantic model")
+    doc = inspect.getdoc(function)
+    if not doc:
+        raise TypeError(f"{function.__qualname__}: a tool needs a docstring, the description models read")
+    tool_name = name or function.__name__
+    if not _NAME.match(tool_name):
+        raise ValueError(f"tool name {tool_name!r} must be lower_snake_case")
+    description = doc.split("\n\n", 1)[0].replace("\n", " ")
+    return Tool(tool_name, description, arguments, result, function, cost, needs_approval, runs_on_site)
+
+
+@dataclass
+class ToolRegistry:
+    """Tools by name, in the order they were added."""
+
+    _tools: dict[str, Tool] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, tools: Iterable[Tool]) -> ToolRegistry:
+        registry = cls()
+        for tool in tools:
+            registry.add(tool)
+        return registry
+
+    def add(self, tool: Tool) -> None:
+        """Register ``tool``; a second tool of the same name is refused (ValueError)."""
+        if tool.name in self._tools:
+            raise ValueError(f"a tool named {tool.name} is already registered")
+        self._tools[tool.name] = tool
+
+    def get(self, name: str) -> Tool:
+        """The tool called ``name``; ``ToolArgumentsError`` listing the known ones otherwise."""
+        tool = self._tools.get(name)
+        if tool is None:
+            raise ToolArgumentsError(f"no tool named {name!r}: the tools are {', '.join(self._tools)}")
+        return tool
+
+    def subset(self, names: Iterable[str]) -> ToolRegistry:
+        """Only the tools named (each must exist): what a sub-agent or an allow-list gets."""
+        return ToolRegistry.of(self.get(name) for name in names)
+
+    def describe(self) -> list[dict[str, Any]]:
+        """Every tool as plain data: what ``sciagent tools --json`` prints."""
+        return [
+            {
+                "name": tool.name,
+                "description": tool.description,
+                "cost": tool.cost,
+                "needs_approval": tool.needs_approval,
+                "runs_on_site": tool.runs_on_site,
+                "arguments": tool.parameters(),
+                "result": tool.result.model_json_schema(),
+            }
+            for tool in self
+        ]
+
+    def __iter__(self) -> Iterator[Tool]:
+        return iter(self._tools.values())
+
+    def __len__(self) -> int:
+        return len(self._tools)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tools
+
+
+def _first_problem(error: ValidationError) -> str:
+    problem = error.errors()[0]
+    where = ".".join(str(part) for part in problem["loc"]) or "arguments"
+    if problem["type"] == "extra_forbidden":
+        return f"argument {where!r} is not one of its arguments"
+    return f"argument {where!r}: {problem['msg']}"
