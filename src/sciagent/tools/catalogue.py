@@ -4,11 +4,13 @@ added here."""
 
 from __future__ import annotations
 
+from sciagent.tools.analysis import ANALYSIS_TOOLS
 from sciagent.tools.files import FILE_TOOLS
 from sciagent.tools.registry import ToolRegistry
 from sciagent.tools.structures import STRUCTURE_TOOLS
+from sciagent.tools.tasks import TASK_TOOLS
 
 
 def builtin_tools() -> ToolRegistry:
     """A fresh registry of the built-in tools (callers may add their own to it)."""
-    return ToolRegistry.of([*STRUCTURE_TOOLS, *FILE_TOOLS])
+    return ToolRegistry.of([*STRUCTURE_TOOLS, *TASK_TOOLS, *ANALYSIS_TOOLS, *FILE_TOOLS])

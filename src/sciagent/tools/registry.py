@@ -20,12 +20,15 @@ import typing
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from sciagent.errors import SciagentError, UserError
 from sciagent.llm.base import ToolSpec
+
+if TYPE_CHECKING:  # tasks.py builds on this module
+    from sciagent.tools.tasks import TaskBoard
 
 CostClass = Literal["instant", "minutes", "hours"]
 COST_RANK: dict[str, int] = {"instant": 0, "minutes": 1, "hours": 2}
@@ -49,9 +52,15 @@ class ToolFailed(SciagentError):
 
 @dataclass(frozen=True)
 class ToolContext:
-    """What a tool may use besides its arguments: the session's own directory, and only that for files."""
+    """What a tool may use besides its arguments.
+
+    Attributes:
+        session_dir: the session's own directory; the file tools read and write only there.
+        tasks: the session's task board (``sciagent.tools.tasks``); None where no task may run.
+    """
 
     session_dir: Path
+    tasks: TaskBoard | None = None
 
 
 @dataclass(frozen=True)

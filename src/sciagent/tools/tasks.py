@@ -1,0 +1,298 @@
+"""Simulations as tasks: ``simulate`` returns a task id at once, the task tools follow it to its result.
+
+A simulation can take hours on a batch site, so no tool call waits for one unasked: the model
+submits several, then waits, polls, cancels or collects by id. ``TaskBoard`` holds a session's
+tasks and one executor per site it used (built on first use from the site table, shut down with
+the session); analyses of a finished run go to the executor of the site its trajectory is on.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent import futures
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from sciagent.compute.base import Executor, TaskHandle, TaskState
+from sciagent.compute.errors import TaskError
+from sciagent.compute.sites import SiteConfig, make_executor, resolve_site
+from sciagent.science.md import MDResult, run_md
+from sciagent.science.spec import MDSpec
+from sciagent.tools.registry import ToolArgumentsError, ToolContext, ToolFailed, define_tool
+from sciagent.tools.structures import STRUCTURE_HELP, located
+
+MAX_WAIT_S = 3600.0
+FRAMES_PER_RUN = 100  # trajectory frames a run writes, whatever its length
+
+
+@dataclass
+class BoardTask:
+    """One submitted task: what it runs, where, and its handle there."""
+
+    task_id: str
+    site: str
+    handle: TaskHandle
+    submitted: float
+    spec: MDSpec | None = None
+    workdir: Path | None = None
+
+
+@dataclass
+class TaskBoard:
+    """A session's tasks by id, and the executors they run on (one per site, made on first use)."""
+
+    session_dir: Path
+    sites: Mapping[str, SiteConfig]
+    default_site: str = "local"
+    _executors: dict[str, Executor] = field(default_factory=dict)
+    _tasks: dict[str, BoardTask] = field(default_factory=dict)
+    _issued: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def new_id(self, prefix: str) -> str:
+        """A fresh, short task id (``sim-1``, ``sim-2``, ...): short ids are what models copy right."""
+        with self._lock:
+            self._issued += 1
+            return f"{prefix}-{self._issued}"
+
+    def submit(
+        self, task_id: str, fn: Callable[..., Any], *args: Any, site: str | None, **record: Any
+    ) -> BoardTask:
+        """Send ``fn(*args)`` to ``site``'s executor (default: the board's) under ``task_id``."""
+        site = site or self.default_site
+        handle = self._executor(site).submit(fn, *args, task_id=task_id)
+        with self._lock:
+            task = self._tasks[task_id] = BoardTask(task_id, site, handle, time.monotonic(), **record)
+        return task
+
+    def get(self, task_id: str) -> BoardTask:
+        task = self._tasks.get(task_id)
+        if task is None:
+            known = ", ".join(self._tasks) or "none yet"
+            raise ToolArgumentsError(f"no task {task_id!r} in this session (tasks: {known})")
+        return task
+
+    def tasks(self) -> list[BoardTask]:
+        return list(self._tasks.values())
+
+    def state(self, task: BoardTask) -> TaskState:
+        return self._executors[task.site].status(task.handle)
+
+    def wait(self, task: BoardTask, timeout_s: float) -> TaskState:
+        """Wait up to ``timeout_s`` for the task to end; its state then."""
+        self._executors[task.site].wait_any([task.handle], timeout=timeout_s)
+        return self.state(task)
+
+    def value(self, task: BoardTask) -> Any:
+        """The finished task's value; ``ToolFailed`` for a task that failed or was cancelled."""
+        try:
+            return self._executors[task.site].result(task.handle, timeout=0)
+        except futures.TimeoutError:
+            message = f"task {task.task_id} has not finished: call wait_for_task first"
+            raise ToolArgumentsError(message) from None
+        except TaskError as exc:
+            raise ToolFailed(f"task {task.task_id}: {exc}", "task") from exc
+
+    def cancel(self, task: BoardTask) -> bool:
+        return self._executors[task.site].cancel(task.handle)
+
+    def run_where(self, task: BoardTask, fn: Callable[..., Any], *args: Any, timeout_s: float = 600) -> Any:
+        """Run ``fn(*args)`` on the site ``task`` ran on (where its files are) and wait for the value."""
+        executor = self._executors[task.site]
+        handle = executor.submit(fn, *args, timeout_s=timeout_s)
+        try:
+            return executor.result(handle)
+        except TaskError as exc:
+            raise ToolFailed(f"analysis of {task.task_id} failed: {exc}", "analysis") from exc
+
+    def close(self) -> None:
+        """Shut every executor down, cancelling what still runs."""
+        for executor in self._executors.values():
+            executor.shutdown(cancel=True)
+        self._executors.clear()
+
+    def _executor(self, site: str) -> Executor:
+        if site not in self._executors:
+            resolve_site(site, self.sites)  # a one-line ConfigError for an unknown or incomplete site
+            self._executors[site] = make_executor(site, self.sites, run_dir=self.session_dir / "parsl" / site)
+        return self._executors[site]
+
+
+def board(context: ToolContext) -> TaskBoard:
+    if context.tasks is None:
+        raise ToolFailed("this session runs no tasks (no task board)", "setup")
+    return context.tasks
+
+
+class NoArguments(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SimulateArguments(NoArguments):
+    structure: str = Field(description=STRUCTURE_HELP)
+    length_ps: float = Field(default=10.0, gt=0, le=1_000_000, description="production length in ps")
+    temperature_k: float = Field(default=300.0, gt=0, le=1000)
+    pressure_bar: float | None = Field(
+        default=None, gt=0, le=10_000, description="bar, NPT; explicit solvent only"
+    )
+    ph: float = Field(default=7.0, gt=0, lt=14, description="pH for protonation states")
+    solvent: Literal["implicit", "explicit", "vacuum"] = "implicit"
+    timestep_fs: float = Field(default=2.0, gt=0, le=4.0, description="4 fs uses heavy hydrogens")
+    forcefield: Literal["amber14", "amber99sbildn", "charmm36"] = "amber14"
+    seed: int = Field(default=1, ge=1)
+    site: str | None = Field(default=None, description="where to run it (sciagent sites list); default here")
+
+    @model_validator(mode="after")
+    def _pressure_needs_a_box(self) -> SimulateArguments:
+        if self.pressure_bar is not None and self.solvent != "explicit":
+            raise ValueError("pressure_bar needs solvent 'explicit' (a periodic box to scale)")
+        return self
+
+
+class TaskArguments(NoArguments):
+    task_id: str = Field(description="the id simulate returned, e.g. 'sim-1'")
+
+
+class WaitArguments(TaskArguments):
+    timeout_s: float = Field(default=60.0, gt=0, le=MAX_WAIT_S, description="longest wait, seconds")
+
+
+class TaskStatus(BaseModel):
+    task_id: str
+    site: str
+    state: str = Field(description="pending, running, completed, failed or cancelled")
+    elapsed_s: float
+    structure: str | None = None
+    temperature_k: float | None = None
+
+
+class TaskList(BaseModel):
+    tasks: list[TaskStatus]
+
+
+class Cancelled(BaseModel):
+    task_id: str
+    cancelled: bool = Field(description="False when it had already finished")
+
+
+class SimulationResult(BaseModel):
+    task_id: str
+    status: str
+    message: str
+    failure_class: str | None = None
+    simulated_ps: float
+    ns_per_day: float | None = None
+    wall_time_s: float
+    platform: str | None = None
+    temperature_k: float
+    pressure_bar: float | None
+    ph: float
+    solvent: str
+    workdir: str
+
+
+def spec_for(arguments: SimulateArguments, context: ToolContext) -> MDSpec:
+    """The MD spec a simulate call asks for: ~100 frames, a tenth as much equilibration (at most 10 ps)."""
+    steps = max(1, round(arguments.length_ps * 1000.0 / arguments.timestep_fs))
+    return MDSpec(
+        structure=str(located(arguments.structure, context).path),
+        ph=arguments.ph,
+        forcefield=arguments.forcefield,
+        solvent=arguments.solvent,
+        temperature_k=arguments.temperature_k,
+        pressure_bar=arguments.pressure_bar or 1.0,
+        timestep_fs=arguments.timestep_fs,
+        hydrogen_mass_amu=4.0 if arguments.timestep_fs > 2.0 else None,
+        equilibration_steps=min(steps // 10, round(10_000 / arguments.timestep_fs)),
+        production_steps=steps,
+        report_interval=max(1, steps // FRAMES_PER_RUN),
+        seed=arguments.seed,
+    )
+
+
+def simulate(arguments: SimulateArguments, context: ToolContext) -> TaskStatus:
+    """Start a molecular-dynamics simulation of a structure and return its task id at once; follow it
+    with wait_for_task / task_status, collect it with task_result, analyse it with the analysis tools."""
+    spec = spec_for(arguments, context)
+    tasks = board(context)
+    task_id = tasks.new_id("sim")
+    workdir = context.session_dir / "runs" / task_id
+    task = tasks.submit(task_id, run_md, spec, str(workdir), site=arguments.site, spec=spec, workdir=workdir)
+    return _status(tasks, task)
+
+
+def wait_for_task(arguments: WaitArguments, context: ToolContext) -> TaskStatus:
+    """Wait until a task finishes or timeout_s passes, whichever is first; returns its state."""
+    tasks = board(context)
+    task = tasks.get(arguments.task_id)
+    tasks.wait(task, arguments.timeout_s)
+    return _status(tasks, task)
+
+
+def task_status(arguments: TaskArguments, context: ToolContext) -> TaskStatus:
+    """The state of a task now (pending, running, completed, failed, cancelled), without waiting."""
+    tasks = board(context)
+    return _status(tasks, tasks.get(arguments.task_id))
+
+
+def list_tasks(arguments: NoArguments, context: ToolContext) -> TaskList:
+    """Every task of this session with its state."""
+    tasks = board(context)
+    return TaskList(tasks=[_status(tasks, task) for task in tasks.tasks()])
+
+
+def cancel_task(arguments: TaskArguments, context: ToolContext) -> Cancelled:
+    """Cancel a task that has not finished."""
+    tasks = board(context)
+    return Cancelled(task_id=arguments.task_id, cancelled=tasks.cancel(tasks.get(arguments.task_id)))
+
+
+def task_result(arguments: TaskArguments, context: ToolContext) -> SimulationResult:
+    """The outcome of a finished simulation: completed or failed (with why), simulated time, speed."""
+    tasks = board(context)
+    task = tasks.get(arguments.task_id)
+    result = tasks.value(task)
+    if not isinstance(result, MDResult):
+        raise ToolArgumentsError(f"task {task.task_id} is not a simulation")
+    spec = result.spec
+    return SimulationResult(
+        task_id=task.task_id,
+        status=result.status,
+        message=result.message,
+        failure_class=result.failure_class,
+        simulated_ps=result.production_steps_completed * spec.timestep_fs / 1000.0,
+        ns_per_day=result.ns_per_day,
+        wall_time_s=result.wall_time_s,
+        platform=result.platform,
+        temperature_k=spec.temperature_k,
+        pressure_bar=spec.pressure_bar if spec.solvent == "explicit" else None,
+        ph=spec.ph,
+        solvent=spec.solvent,
+        workdir=result.workdir,
+    )
+
+
+def _status(tasks: TaskBoard, task: BoardTask) -> TaskStatus:
+    return TaskStatus(
+        task_id=task.task_id,
+        site=task.site,
+        state=tasks.state(task).value,
+        elapsed_s=round(time.monotonic() - task.submitted, 1),
+        structure=task.spec.structure if task.spec else None,
+        temperature_k=task.spec.temperature_k if task.spec else None,
+    )
+
+
+TASK_TOOLS = [
+    define_tool(simulate, cost="minutes", runs_on_site=True),
+    define_tool(wait_for_task, cost="minutes"),
+    define_tool(task_status),
+    define_tool(task_result),
+    define_tool(cancel_task),
+    define_tool(list_tasks),
+]
