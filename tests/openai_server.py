@@ -98,9 +98,19 @@ def tool_call_reply(
     name: str, arguments: dict[str, Any] | str, *, call_id: str = "call_1", **kwargs: Any
 ) -> Reply:
     """The assistant calls tool ``name``; a ``str`` is sent verbatim, so it may be invalid JSON."""
-    raw = arguments if isinstance(arguments, str) else json.dumps(arguments)
-    call = {"id": call_id, "type": "function", "function": {"name": name, "arguments": raw}}
-    message = {"role": "assistant", "content": None, "tool_calls": [call]}
+    return tool_calls_reply([(name, arguments)], first_id=call_id, **kwargs)
+
+
+def tool_calls_reply(
+    calls: list[tuple[str, dict[str, Any] | str]], *, first_id: str = "call_1", **kwargs: Any
+) -> Reply:
+    """The assistant calls several tools in one turn (ids ``call_1``, ``call_2``, ...)."""
+    listed = []
+    for number, (name, arguments) in enumerate(calls):
+        raw = arguments if isinstance(arguments, str) else json.dumps(arguments)
+        call_id = first_id if number == 0 else f"call_{number + 1}"
+        listed.append({"id": call_id, "type": "function", "function": {"name": name, "arguments": raw}})
+    message = {"role": "assistant", "content": None, "tool_calls": listed}
     kwargs.setdefault("finish_reason", "tool_calls")
     return Reply(body=completion_body(message, **kwargs))
 

@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
-from sciagent import cli_study, cli_tools
+from sciagent import cli_ask, cli_study, cli_tools
 from sciagent.cli_common import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
@@ -47,6 +47,7 @@ app.command()(cli_study.runs)
 app.command()(cli_study.show)
 app.command()(cli_study.report)
 app.command()(cli_tools.tools)
+app.command("ask")(cli_ask.ask_command)
 app.add_typer(llm_app, name="llm")
 app.add_typer(auth_app, name="auth")
 app.add_typer(sites_app, name="sites")

@@ -103,7 +103,7 @@ class Tool(Generic[A, R]):
         try:
             return self.arguments.model_validate(dict(raw))
         except ValidationError as exc:
-            raise ToolArgumentsError(f"tool {self.name}: {_first_problem(exc)}") from exc
+            raise ToolArgumentsError(f"tool {self.name}: {_problems(exc)}") from exc
 
     def call(self, raw: Mapping[str, Any] | str | None, context: ToolContext) -> R:
         """Validate and run; what the function raised is mapped to ``ToolArgumentsError``/``ToolFailed``."""
@@ -207,9 +207,13 @@ class ToolRegistry:
         return name in self._tools
 
 
-def _first_problem(error: ValidationError) -> str:
-    problem = error.errors()[0]
-    where = ".".join(str(part) for part in problem["loc"]) or "arguments"
-    if problem["type"] == "extra_forbidden":
-        return f"argument {where!r} is not one of its arguments"
-    return f"argument {where!r}: {problem['msg']}"
+def _problems(error: ValidationError, most: int = 3) -> str:
+    """The validation problems, each naming its argument (the first ``most``): what a model fixes."""
+    described = []
+    for problem in error.errors()[:most]:
+        where = ".".join(str(part) for part in problem["loc"]) or "arguments"
+        if problem["type"] == "extra_forbidden":
+            described.append(f"argument {where!r} is not one of its arguments")
+        else:
+            described.append(f"argument {where!r}: {problem['msg']}")
+    return "; ".join(described)
