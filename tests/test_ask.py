@@ -109,17 +109,41 @@ def test_a_model_without_native_tools_decides_through_the_schema(tmp_path: Path,
         text_reply('{"tool": "structure_info"}'),
         text_reply('{"structure": "villin"}'),
         text_reply('{"tool": "final_answer"}'),
-        text_reply('{"answer": "Villin has 582 atoms."}'),
+        text_reply("Villin has 582 atoms."),  # the answer is prose: asked for without a schema
     )
     cwd = _workspace(tmp_path, openai_server.base_url, "supports_native_tools = false\n")
     completed, summary = _ask(cwd, QUESTION)
     assert completed.returncode == 0, completed.stderr
     assert summary["answer"] == "Villin has 582 atoms." and summary["unattributed_numbers"] == []
-    choice, arguments, _, _ = openai_server.chat_requests()
+    choice, arguments, second_choice, final = openai_server.chat_requests()
     assert "tools" not in choice.body
     schema = choice.body["response_format"]["json_schema"]["schema"]
     assert {"final_answer", "simulate", "structure_info"} <= set(schema["properties"]["tool"]["enum"])
     assert arguments.body["response_format"]["json_schema"]["schema"]["required"] == ["structure"]
+    assert 'Example: {"structure": "villin"}' in arguments.body["messages"][-1]["content"]
+    seen = second_choice.body["messages"][-2]["content"]  # the result, as lines a small model reads
+    assert seen.startswith("Result of structure_info:") and "\ntotal_atoms: 582\n" in seen
+    assert "response_format" not in final.body and QUESTION in final.body["messages"][-1]["content"]
+
+
+def test_a_model_that_repeats_itself_is_asked_for_the_answer_and_one_stuck_on_an_error_stops(
+    tmp_path: Path, openai_server
+) -> None:
+    villin = tool_call_reply("structure_info", {"structure": "villin"})
+    openai_server.script(villin, villin, villin, text_reply("It has 582 atoms."))
+    cwd = _workspace(tmp_path, openai_server.base_url)
+    completed, summary = _ask(cwd, QUESTION)
+    assert completed.returncode == 0, completed.stderr
+    assert [c["status"] for c in summary["tool_calls"]] == ["ok", "repeated", "repeated"]
+    final = openai_server.chat_requests()[-1]
+    assert "tools" not in final.body and "final answer" in final.body["messages"][-1]["content"]
+
+    wrong = tool_call_reply("structure_info", {"structure": "nonesuch"})
+    openai_server.script(wrong, wrong, wrong)
+    completed, summary = _ask(cwd, QUESTION)
+    assert completed.returncode == 1 and summary["status"] == "failed"
+    assert "the model made the same failing call 3 times: structure_info" in summary["reason"]
+    assert "no answer: the model made the same failing call" in completed.stderr
 
 
 def _compare_answer(request: RecordedRequest) -> Reply:

@@ -36,6 +36,11 @@ from sciagent.tools.registry import COST_RANK, Tool, ToolArgumentsError, ToolCon
 log = logging.getLogger(__name__)
 
 FINAL = "final_answer"
+ARGUMENT_TOKENS = 256  # a tool's arguments are short; a small model's runaway string is cut here
+STUCK_AFTER = 3  # the same failing call this many times running ends the session: it will not change
+REPEATS_BEFORE_ANSWER = 2  # calls repeating earlier ones, running, after which the answer is asked for
+ANSWER_TOKENS = 256
+FINAL_PROMPT = "Write your final answer to the question now, with the numbers the tool results gave."
 OBSERVATION_CHARS = 6000  # what the model sees of one result; the record keeps it whole
 SYSTEM_PROMPT = (
     "You are sciagent, a computational-science assistant. Answer the user's question by calling the "
@@ -106,10 +111,12 @@ class Agent:
     records: list[ToolCallRecord] = field(default_factory=list)
     _tokens: int = 0
     _simulated_ns: float = 0.0
+    _question: str = ""
 
     def run(self, question: str) -> SessionOutcome:
         """Work on ``question`` until the model answers or a budget runs out."""
         started = time.monotonic()
+        self._question = question
         messages: list[Message] = [
             {"role": "system", "content": SYSTEM_PROMPT},
             {"role": "user", "content": question},
@@ -126,6 +133,17 @@ class Agent:
                 return self._outcome("failed", "", f"the model call failed: {exc}", step, started, question)
             if answer is not None:
                 return self._outcome("answered", answer, None, step, started, question)
+            if self._repeating():  # it has every result it will get: ask for the answer once
+                step += 1
+                try:
+                    answer = self._final_answer(messages)
+                except (ModelError, StructuredOutputError) as exc:
+                    reason = f"the model call failed: {exc}"
+                    return self._outcome("failed", "", reason, step, started, question)
+                return self._outcome("answered", answer, None, step, started, question)
+            stuck = self._stuck()
+            if stuck:
+                return self._outcome("failed", "", stuck, step, started, question)
 
     # --- one turn ---------------------------------------------------------------------------------
 
@@ -158,16 +176,19 @@ class Agent:
         self._count(picked)
         name = picked.value.tool
         if name == FINAL:
-            final = create_model("FinalAnswer", answer=(str, ...))
-            prompt = "Write your final answer to the question now, with the numbers the tools gave."
-            answered = ask_structured(self.model, [*messages, {"role": "user", "content": prompt}], final)
-            self._count(answered)
-            return answered.value.answer.strip()
+            return self._final_answer(messages)
         tool = self.tools.get(name)
-        prompt = f"Give the arguments for {name}: {tool.description}"
+        example = tool.example()
+        shown = f" Example: {json.dumps(example)}" if example else ""
+        prompt = f"The question: {self._question}\nThe arguments for {name} ({tool.description}), in JSON?"
+        prompt += shown
         try:
             arguments = ask_structured(
-                self.model, [*messages, {"role": "user", "content": prompt}], tool.arguments, retries=1
+                self.model,
+                [*messages, {"role": "user", "content": prompt}],
+                tool.arguments,
+                retries=1,
+                max_tokens=ARGUMENT_TOKENS,
             )
         except StructuredOutputError as exc:
             observation = f"error: the arguments for {name} did not validate: {exc}"
@@ -176,9 +197,13 @@ class Agent:
             return None
         self._count(arguments)
         raw = arguments.value.model_dump(mode="json")
-        observation = self._execute(name, raw, step)
+        self._execute(name, raw, step)
+        record = self.records[-1]
+        shown = _readable(record.result) if record.result is not None else record.error
+        if record.status == "repeated":
+            shown = f"(the same call as before: its result again, not run twice)\n{shown}"
         messages.append({"role": "assistant", "content": json.dumps({"tool": name, "arguments": raw})})
-        messages.append({"role": "user", "content": f"Observation from {name}: {observation}"})
+        messages.append({"role": "user", "content": f"Result of {name}:\n{shown}"})
         return None
 
     # --- carrying out one call --------------------------------------------------------------------
@@ -226,6 +251,28 @@ class Agent:
         if not self.approve(tool, parsed.model_dump(mode="json")):
             return f"refused: the user declined {tool.name}"
         return None
+
+    def _final_answer(self, messages: list[Message]) -> str:
+        """The answer, asked for outright as plain text (a schema adds nothing to prose, and a small
+        model's constrained string runs on to the token limit)."""
+        prompt = {"role": "user", "content": f"The question: {self._question}\n{FINAL_PROMPT}"}
+        reply = self.model.chat([*messages, prompt], temperature=0.0, max_tokens=ANSWER_TOKENS)
+        self._tokens += reply.usage.prompt_tokens + reply.usage.completion_tokens
+        return (reply.text or "").strip()
+
+    def _repeating(self) -> bool:
+        """The model's last ``REPEATS_BEFORE_ANSWER`` calls all repeated an earlier one."""
+        last = self.records[-REPEATS_BEFORE_ANSWER:]
+        return len(last) == REPEATS_BEFORE_ANSWER and all(record.status == "repeated" for record in last)
+
+    def _stuck(self) -> str | None:
+        """Why the session cannot go on: the same failing call ``STUCK_AFTER`` times running."""
+        last = self.records[-STUCK_AFTER:]
+        if len(last) < STUCK_AFTER or any(record.status == "ok" for record in last):
+            return None
+        if len({(record.tool, _canonical(record.arguments), record.error) for record in last}) > 1:
+            return None
+        return f"the model made the same failing call {STUCK_AFTER} times: {last[-1].tool}: {last[-1].error}"
 
     def _same_call(self, name: str, arguments: dict[str, Any]) -> ToolCallRecord | None:
         """The earlier successful call with exactly these arguments, for tools whose answer cannot change."""
@@ -312,6 +359,27 @@ def _observation(result: dict[str, Any] | None, error: str | None) -> str:
     if text and len(text) > OBSERVATION_CHARS:
         return text[:OBSERVATION_CHARS] + f" ... [{len(text) - OBSERVATION_CHARS} more characters cut]"
     return text or ""
+
+
+def _readable(result: dict[str, Any], most: int = 40) -> str:
+    """A result as ``name: value`` lines, long lists shortened: what a model without native tool calls
+    reads (a small model finds ``total_atoms: 582`` in lines, not in a page of JSON)."""
+    lines: list[str] = []
+
+    def walk(value: Any, name: str) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(item, f"{name}.{key}" if name else str(key))
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            for index, item in enumerate(value[:5]):
+                walk(item, f"{name}[{index}]")
+        elif isinstance(value, list) and len(value) > 8:
+            lines.append(f"{name}: {len(value)} values, first {value[0]}, last {value[-1]}")
+        else:
+            lines.append(f"{name}: {value}")
+
+    walk(result, "")
+    return "\n".join(lines[:most])
 
 
 def _as_dict(raw: dict[str, Any] | str) -> dict[str, Any]:

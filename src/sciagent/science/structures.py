@@ -205,8 +205,13 @@ def _normalise(name: str) -> str:
     return re.sub(r"[-_\s]+", "", name).lower()
 
 
+# Other names people (and models) use for a bundled structure.
+_BUNDLED_ALIASES = {"villin headpiece": "villin", "hp35": "villin", "villin hp35": "villin"}
+
+
 def _bundled_keys() -> dict[str, str]:
-    return {_normalise(name): name for name in BUNDLED_STRUCTURES}
+    keys = {_normalise(name): name for name in BUNDLED_STRUCTURES}
+    return keys | {_normalise(alias): name for alias, name in _BUNDLED_ALIASES.items()}
 
 
 def _protein_keys() -> dict[str, tuple[str, str]]:

@@ -29,7 +29,10 @@ class SeriesList(BaseModel):
 
 
 class CompareArguments(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"task_ids": ["sim-1", "sim-2"], "metrics": ["rmsd"]}]},
+    )
 
     task_ids: list[str] = Field(min_length=1, max_length=20, description="finished simulations to compare")
     metrics: list[Metric] = Field(default=["rmsd", "radius_of_gyration"], min_length=1)

@@ -37,6 +37,8 @@ class FileList(BaseModel):
 
 
 class ReadFileArguments(_Arguments):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"path": "notes.txt"}]})
+
     path: str = Field(description="a file inside the session directory, relative to it")
 
 
@@ -48,6 +50,8 @@ class FileText(BaseModel):
 
 
 class WriteFileArguments(_Arguments):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"path": "notes.txt", "text": "..."}]})
+
     path: str = Field(description="where to write, relative to the session directory")
     text: str = Field(description="the file's whole content")
 

@@ -80,6 +80,11 @@ class Tool(Generic[A, R]):
         """The JSON schema of the arguments, as a model and an MCP client are shown it."""
         return self.arguments.model_json_schema()
 
+    def example(self) -> dict[str, Any] | None:
+        """The first example call of the argument model's schema (``json_schema_extra``), if it has one."""
+        examples = self.parameters().get("examples") or [None]
+        return examples[0]
+
     def spec(self) -> ToolSpec:
         """The tool as a native tool-call definition for a ``ChatModel``."""
         return ToolSpec(self.name, self.description, self.parameters())

@@ -23,7 +23,7 @@ STRUCTURE_HELP = (
 
 
 class StructureArguments(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"structure": "villin"}]})
 
     structure: str = Field(description=STRUCTURE_HELP)
 
@@ -37,6 +37,8 @@ class FetchedStructure(BaseModel):
 
 
 class PrepareArguments(StructureArguments):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"structure": "1UBQ", "ph": 7.0}]})
+
     chains: list[str] | None = Field(default=None, description="chain ids to keep; all when omitted")
     ph: float = Field(default=7.0, gt=0, lt=14, description="pH for protonation states")
     keep_water: bool = Field(default=False, description="keep crystallographic water")

@@ -134,6 +134,10 @@ class NoArguments(BaseModel):
 
 
 class SimulateArguments(NoArguments):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"structure": "villin", "length_ps": 10, "temperature_k": 300}]}
+    )
+
     structure: str = Field(description=STRUCTURE_HELP)
     length_ps: float = Field(default=10.0, gt=0, le=1_000_000, description="production length in ps")
     temperature_k: float = Field(default=300.0, gt=0, le=1000)
@@ -155,10 +159,14 @@ class SimulateArguments(NoArguments):
 
 
 class TaskArguments(NoArguments):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"task_id": "sim-1"}]})
+
     task_id: str = Field(description="the id simulate returned, e.g. 'sim-1'")
 
 
 class WaitArguments(TaskArguments):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"task_id": "sim-1", "timeout_s": 600}]})
+
     timeout_s: float = Field(default=60.0, gt=0, le=MAX_WAIT_S, description="longest wait, seconds")
 
 
