@@ -148,7 +148,7 @@ def test_a_model_that_repeats_itself_is_asked_for_the_answer_and_one_stuck_on_an
 
 def _compare_answer(request: RecordedRequest) -> Reply:
     """The final turn: state the compared RMSD means to 2 decimals, as a model would."""
-    table = json.loads(_tool_messages(request)[-1])
+    table = next(json.loads(m) for m in reversed(_tool_messages(request)) if '"rows"' in m)
     low, high = (row["values"]["rmsd"] for row in table["rows"])
     return text_reply(f"Mean backbone RMSD: {low:.2f} Å at pH 5 and {high:.2f} Å at pH 8.")
 
@@ -161,6 +161,7 @@ def test_two_ph_values_run_concurrently_and_end_in_one_table(tmp_path: Path) -> 
             tool_call_reply("wait_for_task", {"task_id": "sim-1", "timeout_s": 300}),
             tool_call_reply("wait_for_task", {"task_id": "sim-2", "timeout_s": 300}),
             tool_call_reply("compare_runs", {"task_ids": ["sim-1", "sim-2"], "metrics": ["rmsd", "sasa"]}),
+            tool_call_reply("plot", {"task_ids": ["sim-1", "sim-2"], "metric": "rmsd"}),
         )
         server.respond(_compare_answer)
         cwd = _workspace(tmp_path, server.base_url)
@@ -169,10 +170,12 @@ def test_two_ph_values_run_concurrently_and_end_in_one_table(tmp_path: Path) -> 
     calls = summary["tool_calls"]
     assert [(c["tool"], c["status"]) for c in calls] == [
         ("simulate", "ok"), ("simulate", "ok"), ("wait_for_task", "ok"), ("wait_for_task", "ok"),
-        ("compare_runs", "ok"),
+        ("compare_runs", "ok"), ("plot", "ok"),
     ]  # fmt: skip
     assert [c["result"]["state"] for c in calls[2:4]] == ["completed", "completed"]
     rows = calls[4]["result"]["rows"]
+    png = Path(summary["results_json"]).parent / calls[5]["result"]["path"]
+    assert png.read_bytes()[:4] == b"\x89PNG" and len(calls[5]["result"]["lines"]) == 2
     assert [row["ph"] for row in rows] == [5.0, 8.0]
     assert summary["unattributed_numbers"] == []  # the rounded means are the table's
     assert re.search(r"\d\.\d\d Å at pH 5", summary["answer"])

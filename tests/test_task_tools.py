@@ -132,3 +132,14 @@ def test_task_tools_say_what_is_wrong(session: ToolContext, two_runs) -> None:
     assert not call("cancel_task", session, task_id=two_runs[0]).cancelled  # already finished
     with pytest.raises(ToolFailed, match="runs no tasks"):
         call("list_tasks", ToolContext(session_dir=session.session_dir))
+
+
+def test_plot_overlays_the_runs_in_one_png(session: ToolContext, two_runs) -> None:
+    plotted = call("plot", session, task_ids=list(two_runs), metric="rmsd", filename="rmsd by pH")
+    png = session.session_dir / plotted.path
+    assert plotted.path == "plots/rmsd-by-pH.png" and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [line.label for line in plotted.lines] == ["sim-1 (300 K, pH 5)", "sim-2 (300 K, pH 8)"]
+    for line in plotted.lines:
+        assert line.points == 100 and line.mean == call("rmsd", session, task_id=line.task_id).mean
+    helix = call("plot", session, task_ids=[two_runs[0]], metric="helix_fraction")
+    assert helix.unit == "fraction" and (session.session_dir / helix.path).stat().st_size > 0

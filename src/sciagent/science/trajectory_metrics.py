@@ -9,6 +9,7 @@ frames the MD kernel wrote there; RMSD, Rg and RMSF are the study's own kernels,
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -82,13 +83,13 @@ def rmsd(workdir: str, selection: RmsdSelection = "backbone") -> Series:
         target = reference.xyz[0, atoms].astype(np.float64)
         aligned = _superpose(traj.xyz[:, atoms].astype(np.float64), target)
         values = np.sqrt(np.mean(np.sum((aligned - target) ** 2, axis=2), axis=1)) * NM_TO_ANGSTROM
-    return _series(f"{selection} RMSD", "Å", rows["time_ps"], values)
+    return series_of(f"{selection} RMSD", "Å", rows["time_ps"], values)
 
 
 def radius_of_gyration(workdir: str) -> Series:
     """Mass-weighted radius of gyration of the protein, in nm."""
     rows, _, traj = _load(workdir)
-    return _series("radius of gyration", "nm", rows["time_ps"], _radius_of_gyration_nm(traj))
+    return series_of("radius of gyration", "nm", rows["time_ps"], _radius_of_gyration_nm(traj))
 
 
 def rmsf(workdir: str) -> PerResidue:
@@ -104,30 +105,31 @@ def sasa(workdir: str) -> Series:
     # Frame by frame: mdtraj 1.11 given several frames at once returns values for frames after the
     # first that differ from each frame's own (by up to 0.03 nm² on villin), so each is computed alone.
     values = [mdtraj.shrake_rupley(frame, probe_radius=0.14, mode="residue").sum() for frame in traj]
-    return _series("SASA", "nm²", rows["time_ps"], np.asarray(values))
+    return series_of("SASA", "nm²", rows["time_ps"], np.asarray(values))
 
 
 def hydrogen_bonds(workdir: str) -> Series:
     """Protein hydrogen bonds per frame (Wernet-Nilsson criterion; needs the hydrogens the run has)."""
     rows, _, traj = _load(workdir)
     counts = np.array([len(bonds) for bonds in mdtraj.wernet_nilsson(traj, exclude_water=True)], float)
-    return _series("hydrogen bonds", "count", rows["time_ps"], counts)
+    return series_of("hydrogen bonds", "count", rows["time_ps"], counts)
 
 
 def moments_of_inertia(workdir: str) -> list[Series]:
     """The protein's three principal moments of inertia per frame, smallest first, in amu·nm²."""
     rows, _, traj = _load(workdir)
     moments = np.sort(mdtraj.principal_moments(traj), axis=1)
-    return [_series(f"principal moment {i + 1}", "amu·nm²", rows["time_ps"], moments[:, i]) for i in range(3)]
+    time_ps = rows["time_ps"]
+    return [series_of(f"principal moment {i + 1}", "amu·nm²", time_ps, moments[:, i]) for i in range(3)]
 
 
 def energy_timeseries(workdir: str) -> list[Series]:
     """Potential and total energy (kJ/mol) and temperature (K) over production, from the state CSV."""
     rows, _, _ = _load(workdir)
     return [
-        _series("potential energy", "kJ/mol", rows["time_ps"], rows["potential_kj_mol"]),
-        _series("total energy", "kJ/mol", rows["time_ps"], rows["total_kj_mol"]),
-        _series("temperature", "K", rows["time_ps"], rows["temperature_k"]),
+        series_of("potential energy", "kJ/mol", rows["time_ps"], rows["potential_kj_mol"]),
+        series_of("total energy", "kJ/mol", rows["time_ps"], rows["total_kj_mol"]),
+        series_of("temperature", "K", rows["time_ps"], rows["temperature_k"]),
     ]
 
 
@@ -162,7 +164,8 @@ def _load(workdir: str) -> tuple[dict[str, np.ndarray], mdtraj.Trajectory, mdtra
     return _load_inputs(files.start_pdb, files.trajectory, files.state_csv)
 
 
-def _series(name: str, unit: str, time_ps: np.ndarray, values: np.ndarray) -> Series:
+def series_of(name: str, unit: str, time_ps: Sequence[float], values: Sequence[float]) -> Series:
+    """A ``Series`` with its summary; a missing or non-finite value is refused (ValueError)."""
     values = np.asarray(values, dtype=np.float64)
     if values.size == 0 or not np.isfinite(values).all():
         raise ValueError(f"{name}: no frames, or a value that is not finite")

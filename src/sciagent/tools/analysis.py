@@ -52,7 +52,7 @@ class Comparison(BaseModel):
     rows: list[ComparisonRow]
 
 
-def _finished_run(context: ToolContext, task_id: str) -> BoardTask:
+def finished_run(context: ToolContext, task_id: str) -> BoardTask:
     task = board(context).get(task_id)
     if task.workdir is None:
         raise ToolArgumentsError(f"task {task_id} is not a simulation")
@@ -60,50 +60,50 @@ def _finished_run(context: ToolContext, task_id: str) -> BoardTask:
     return task
 
 
-def _on_site(context: ToolContext, task_id: str, fn: Callable[..., Any], *args: Any) -> Any:
+def on_site(context: ToolContext, task_id: str, fn: Callable[..., Any], *args: Any) -> Any:
     """``fn(workdir, *args)`` on the site the finished simulation ``task_id`` ran on."""
-    task = _finished_run(context, task_id)
+    task = finished_run(context, task_id)
     return board(context).run_where(task, fn, str(task.workdir), *args)
 
 
 def rmsd(arguments: RmsdArguments, context: ToolContext) -> Series:
     """RMSD (Å) of a finished simulation's frames to its starting structure, after superposition."""
-    return _on_site(context, arguments.task_id, metrics.rmsd, arguments.selection)
+    return on_site(context, arguments.task_id, metrics.rmsd, arguments.selection)
 
 
 def rmsf(arguments: TaskArguments, context: ToolContext) -> PerResidue:
     """Per-residue CA fluctuation (RMSF, Å) over a finished simulation's production."""
-    return _on_site(context, arguments.task_id, metrics.rmsf)
+    return on_site(context, arguments.task_id, metrics.rmsf)
 
 
 def radius_of_gyration(arguments: TaskArguments, context: ToolContext) -> Series:
     """Radius of gyration (nm, mass-weighted) per frame of a finished simulation."""
-    return _on_site(context, arguments.task_id, metrics.radius_of_gyration)
+    return on_site(context, arguments.task_id, metrics.radius_of_gyration)
 
 
 def secondary_structure(arguments: TaskArguments, context: ToolContext) -> SecondaryStructureTimeline:
     """DSSP secondary structure of a finished simulation: helix/strand/coil per frame, first vs last frame."""
-    return _on_site(context, arguments.task_id, metrics.secondary_structure)
+    return on_site(context, arguments.task_id, metrics.secondary_structure)
 
 
 def sasa(arguments: TaskArguments, context: ToolContext) -> Series:
     """Solvent-accessible surface area (nm², Shrake-Rupley) per frame of a finished simulation."""
-    return _on_site(context, arguments.task_id, metrics.sasa)
+    return on_site(context, arguments.task_id, metrics.sasa)
 
 
 def hydrogen_bonds(arguments: TaskArguments, context: ToolContext) -> Series:
     """Protein hydrogen bonds per frame (Wernet-Nilsson) of a finished simulation."""
-    return _on_site(context, arguments.task_id, metrics.hydrogen_bonds)
+    return on_site(context, arguments.task_id, metrics.hydrogen_bonds)
 
 
 def moments_of_inertia(arguments: TaskArguments, context: ToolContext) -> SeriesList:
     """The three principal moments of inertia (amu·nm²) per frame of a finished simulation."""
-    return SeriesList(series=_on_site(context, arguments.task_id, metrics.moments_of_inertia))
+    return SeriesList(series=on_site(context, arguments.task_id, metrics.moments_of_inertia))
 
 
 def energy_timeseries(arguments: TaskArguments, context: ToolContext) -> SeriesList:
     """Potential and total energy (kJ/mol) and temperature (K) over a finished simulation's production."""
-    return SeriesList(series=_on_site(context, arguments.task_id, metrics.energy_timeseries))
+    return SeriesList(series=on_site(context, arguments.task_id, metrics.energy_timeseries))
 
 
 _COMPARED = {
@@ -121,10 +121,10 @@ def compare_runs(arguments: CompareArguments, context: ToolContext) -> Compariso
     helix_fraction: the mean over frames), with each run's temperature, pressure and pH."""
     rows = []
     for task_id in arguments.task_ids:
-        task = _finished_run(context, task_id)
+        task = finished_run(context, task_id)
         values = {}
         for metric in arguments.metrics:
-            value = _on_site(context, task_id, _COMPARED[metric][0])
+            value = on_site(context, task_id, _COMPARED[metric][0])
             if isinstance(value, PerResidue):
                 values[metric] = value.maximum
             elif isinstance(value, SecondaryStructureTimeline):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from sciagent.tools.analysis import ANALYSIS_TOOLS
 from sciagent.tools.files import FILE_TOOLS
+from sciagent.tools.plots import PLOT_TOOLS
 from sciagent.tools.registry import ToolRegistry
 from sciagent.tools.structures import STRUCTURE_TOOLS
 from sciagent.tools.tasks import TASK_TOOLS
@@ -13,4 +14,4 @@ from sciagent.tools.tasks import TASK_TOOLS
 
 def builtin_tools() -> ToolRegistry:
     """A fresh registry of the built-in tools (callers may add their own to it)."""
-    return ToolRegistry.of([*STRUCTURE_TOOLS, *TASK_TOOLS, *ANALYSIS_TOOLS, *FILE_TOOLS])
+    return ToolRegistry.of([*STRUCTURE_TOOLS, *TASK_TOOLS, *ANALYSIS_TOOLS, *PLOT_TOOLS, *FILE_TOOLS])
