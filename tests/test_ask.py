@@ -154,7 +154,7 @@ def _compare_answer(request: RecordedRequest) -> Reply:
 
 
 def test_two_ph_values_run_concurrently_and_end_in_one_table(tmp_path: Path) -> None:
-    run = {"structure": "villin", "length_ps": 4, "timestep_fs": 4}
+    run = {"structure": "villin", "length_ps": 2, "timestep_fs": 4}
     with OpenAIServer() as server:
         server.script(
             tool_calls_reply([("simulate", {**run, "ph": 5}), ("simulate", {**run, "ph": 8})]),

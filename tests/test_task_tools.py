@@ -10,19 +10,22 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import get_args
 
 import mdtraj
 import numpy as np
 import pytest
 
 from sciagent.science.outputs import RunFiles
+from sciagent.science.trajectory_metrics import SUMMARISED
+from sciagent.tools.analysis import Metric
 from sciagent.tools.catalogue import builtin_tools
 from sciagent.tools.registry import ToolArgumentsError, ToolContext, ToolFailed
 from sciagent.tools.tasks import TaskBoard
 
 pytestmark = pytest.mark.timeout(300)
 TOOLS = builtin_tools()
-RUN = {"structure": "villin", "length_ps": 4.0, "timestep_fs": 4.0}  # 1000 steps, 100 frames
+RUN = {"structure": "villin", "length_ps": 2.0, "timestep_fs": 4.0}  # 500 steps, 100 frames
 
 
 def call(name: str, context: ToolContext, **arguments: object):  # each tool returns its own model
@@ -60,7 +63,7 @@ def test_simulations_run_concurrently_and_report_their_results(session: ToolCont
     for task_id, ph in zip(two_runs, (5.0, 8.0), strict=True):
         result = call("task_result", session, task_id=task_id)
         assert result.status == "completed", result.message
-        assert result.simulated_ps == pytest.approx(4.0) and result.solvent == "implicit"
+        assert result.simulated_ps == pytest.approx(2.0) and result.solvent == "implicit"
         assert result.ph == ph
         assert Path(result.workdir) == session.session_dir / "runs" / task_id
         assert RunFiles(Path(result.workdir)).trajectory.stat().st_size > 0
@@ -110,6 +113,7 @@ def test_analysis_tools_match_mdtraj_on_the_runs_own_files(session: ToolContext,
 
 
 def test_compare_runs_puts_both_in_one_table(session: ToolContext, two_runs) -> None:
+    assert set(get_args(Metric)) == set(SUMMARISED)  # the tool offers what the kernel summarises
     table = call("compare_runs", session, task_ids=list(two_runs), metrics=["rmsd", "sasa"])
     assert [(row.task_id, row.ph) for row in table.rows] == [("sim-1", 5.0), ("sim-2", 8.0)]
     assert table.units == {"rmsd": "Å", "sasa": "nm²"}

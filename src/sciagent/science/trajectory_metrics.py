@@ -157,6 +157,33 @@ def secondary_structure(workdir: str) -> SecondaryStructureTimeline:
     )
 
 
+SUMMARISED = ("rmsd", "radius_of_gyration", "rmsf", "sasa", "hydrogen_bonds", "helix_fraction")
+SUMMARY_UNITS = {
+    "rmsd": "Å", "radius_of_gyration": "nm", "rmsf": "Å", "sasa": "nm²", "hydrogen_bonds": "count",
+    "helix_fraction": "fraction",
+}  # fmt: skip
+
+
+def summaries(workdir: str, names: Sequence[str]) -> dict[str, float]:
+    """Each named metric's production mean (``rmsf``: its maximum), in one call: one round trip per run.
+
+    Raises:
+        ValueError: an unknown metric name, or files the kernels cannot use.
+    """
+    unknown = sorted(set(names) - set(SUMMARISED))
+    if unknown:
+        raise ValueError(f"unknown metrics {', '.join(unknown)}: use {', '.join(SUMMARISED)}")
+    kernels = {
+        "rmsd": lambda: rmsd(workdir).mean,
+        "radius_of_gyration": lambda: radius_of_gyration(workdir).mean,
+        "rmsf": lambda: rmsf(workdir).maximum,
+        "sasa": lambda: sasa(workdir).mean,
+        "hydrogen_bonds": lambda: hydrogen_bonds(workdir).mean,
+        "helix_fraction": lambda: float(np.mean(secondary_structure(workdir).helix)),
+    }
+    return {name: kernels[name]() for name in names}
+
+
 def _load(workdir: str) -> tuple[dict[str, np.ndarray], mdtraj.Trajectory, mdtraj.Trajectory]:
     files = RunFiles(Path(workdir))
     if not files.trajectory.exists():

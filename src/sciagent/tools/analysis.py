@@ -106,31 +106,13 @@ def energy_timeseries(arguments: TaskArguments, context: ToolContext) -> SeriesL
     return SeriesList(series=on_site(context, arguments.task_id, metrics.energy_timeseries))
 
 
-_COMPARED = {
-    "rmsd": (metrics.rmsd, "Å"),
-    "radius_of_gyration": (metrics.radius_of_gyration, "nm"),
-    "rmsf": (metrics.rmsf, "Å"),
-    "sasa": (metrics.sasa, "nm²"),
-    "hydrogen_bonds": (metrics.hydrogen_bonds, "count"),
-    "helix_fraction": (metrics.secondary_structure, "fraction"),
-}
-
-
 def compare_runs(arguments: CompareArguments, context: ToolContext) -> Comparison:
     """One table of several finished simulations: each metric's production mean (RMSF: its maximum;
     helix_fraction: the mean over frames), with each run's temperature, pressure and pH."""
     rows = []
     for task_id in arguments.task_ids:
         task = finished_run(context, task_id)
-        values = {}
-        for metric in arguments.metrics:
-            value = on_site(context, task_id, _COMPARED[metric][0])
-            if isinstance(value, PerResidue):
-                values[metric] = value.maximum
-            elif isinstance(value, SecondaryStructureTimeline):
-                values[metric] = sum(value.helix) / len(value.helix)
-            else:
-                values[metric] = value.mean
+        values = on_site(context, task_id, metrics.summaries, list(arguments.metrics))
         spec = task.spec
         explicit = spec is not None and spec.solvent == "explicit"
         rows.append(
@@ -142,7 +124,7 @@ def compare_runs(arguments: CompareArguments, context: ToolContext) -> Compariso
                 values=values,
             )
         )
-    units = {metric: _COMPARED[metric][1] for metric in arguments.metrics}
+    units = {metric: metrics.SUMMARY_UNITS[metric] for metric in arguments.metrics}
     return Comparison(metrics=list(arguments.metrics), units=units, rows=rows)
 
 
