@@ -186,3 +186,15 @@ def test_two_ph_values_run_concurrently_and_end_in_one_table(tmp_path: Path) -> 
         spans.append((files.spec.stat().st_mtime, files.result.stat().st_mtime))
     (start1, end1), (start2, end2) = spans
     assert start2 < end1 and start1 < end2  # they overlapped: run side by side on the local site
+
+
+def test_without_a_terminal_ask_user_says_no_one_can_answer(tmp_path: Path, openai_server) -> None:
+    openai_server.script(
+        tool_call_reply("ask_user", {"question": "Which chain?"}),
+        text_reply("No one could say which chain; villin has one."),
+    )
+    completed, summary = _ask(_workspace(tmp_path, openai_server.base_url), "Simulate the right chain.")
+    assert completed.returncode == 0, completed.stderr
+    (call,) = summary["tool_calls"]
+    assert call["status"] == "failed" and "no one can answer questions in this run" in call["error"]
+    assert "no one can answer" in _tool_messages(openai_server.chat_requests()[1])[0]

@@ -28,7 +28,10 @@ from sciagent.tools.registry import (
     define_tool,
 )
 
-BUILTIN = {"fetch_structure", "structure_info", "prepare_structure", "list_files", "read_file", "write_file"}
+BUILTIN = {
+    "fetch_structure", "structure_info", "prepare_structure", "list_files", "read_file", "write_file",
+    "ask_user",
+}  # fmt: skip
 ONE_LETTER = {
     "ALA": "A", "ARG": "R", "ASN": "N", "ASP": "D", "CYS": "C", "GLN": "Q", "GLU": "E", "GLY": "G",
     "HIS": "H", "ILE": "I", "LEU": "L", "LYS": "K", "MET": "M", "PHE": "F", "PRO": "P", "SER": "S",
@@ -208,3 +211,17 @@ def test_file_tools_never_leave_the_session(context: ToolContext, tool: str, arg
     assert not (context.session_dir.parent / "escaped.txt").exists()
     listed = builtin_tools().get("list_files").call({}, context)
     assert "linked.txt" not in [entry.path for entry in listed.files]  # not listed either
+
+
+def test_ask_user_passes_the_question_to_the_person(context: ToolContext) -> None:
+    asked: list[str] = []
+    def person(question: str) -> str:
+        asked.append(question)
+        return "chain A"
+
+    interactive = ToolContext(session_dir=context.session_dir, ask_user=person)
+    reply = builtin_tools().get("ask_user").call({"question": "Which chain?"}, interactive)
+    assert (reply.reply, asked) == ("chain A", ["Which chain?"])
+    with pytest.raises(ToolFailed, match="no one can answer") as failed:
+        builtin_tools().get("ask_user").call({"question": "Which chain?"}, context)
+    assert failed.value.failure_class == "no_user"

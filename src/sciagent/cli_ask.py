@@ -46,6 +46,7 @@ def ask_command(
         site=site,
         budget=Budget(max_steps=max_steps, wall_time_s=wall),
         approve=_always if approve_all else (_ask_terminal if sys.stdin.isatty() else None),
+        ask_user=_question_on_terminal if sys.stdin.isatty() else None,
     )
     try:
         result = ask(question, options, settings)
@@ -65,6 +66,10 @@ def _always(tool: Tool, arguments: dict[str, Any]) -> bool:
 def _ask_terminal(tool: Tool, arguments: dict[str, Any]) -> bool:
     shown = ", ".join(f"{key}={value}" for key, value in arguments.items())
     return typer.confirm(f"run {tool.name}({shown}) [{tool.cost}]?", default=True, err=True)
+
+
+def _question_on_terminal(question: str) -> str:
+    return typer.prompt(f"the agent asks: {question}", err=True)
 
 
 def _print(result: AskResult, as_json: bool) -> None:

@@ -5,6 +5,7 @@ added here."""
 from __future__ import annotations
 
 from sciagent.tools.analysis import ANALYSIS_TOOLS
+from sciagent.tools.conversation import CONVERSATION_TOOLS
 from sciagent.tools.files import FILE_TOOLS
 from sciagent.tools.plots import PLOT_TOOLS
 from sciagent.tools.registry import ToolRegistry
@@ -14,4 +15,5 @@ from sciagent.tools.tasks import TASK_TOOLS
 
 def builtin_tools() -> ToolRegistry:
     """A fresh registry of the built-in tools (callers may add their own to it)."""
-    return ToolRegistry.of([*STRUCTURE_TOOLS, *TASK_TOOLS, *ANALYSIS_TOOLS, *PLOT_TOOLS, *FILE_TOOLS])
+    families = [STRUCTURE_TOOLS, TASK_TOOLS, ANALYSIS_TOOLS, PLOT_TOOLS, FILE_TOOLS, CONVERSATION_TOOLS]
+    return ToolRegistry.of(tool for family in families for tool in family)

@@ -57,10 +57,13 @@ class ToolContext:
     Attributes:
         session_dir: the session's own directory; the file tools read and write only there.
         tasks: the session's task board (``sciagent.tools.tasks``); None where no task may run.
+        ask_user: puts a question to the person and returns the reply; None where no one can answer
+            (a non-interactive run).
     """
 
     session_dir: Path
     tasks: TaskBoard | None = None
+    ask_user: Callable[[str], str] | None = None
 
 
 @dataclass(frozen=True)

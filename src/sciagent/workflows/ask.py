@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +31,7 @@ class AskOptions:
     site: str = "local"
     budget: Budget = field(default_factory=Budget)
     approve: Approve | None = None
+    ask_user: Callable[[str], str] | None = None
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,7 @@ def ask(question: str, options: AskOptions, settings: Settings) -> AskResult:
         agent = Agent(
             model=model,
             tools=builtin_tools(),
-            context=ToolContext(session_dir=session_dir, tasks=board),
+            context=ToolContext(session_dir=session_dir, tasks=board, ask_user=options.ask_user),
             budget=options.budget,
             approve=options.approve,
         )
