@@ -89,19 +89,26 @@ def test_bad_calls_come_back_as_observations_and_a_made_up_number_is_flagged(
     assert "Unattributed numbers" in report and "1234" in report
 
 
-def test_without_a_terminal_a_simulation_is_refused_and_the_model_is_told(
-    tmp_path: Path, openai_server
+@pytest.mark.parametrize(
+    ("call", "status", "told"),
+    [
+        (("simulate", {"structure": "villin", "length_ps": 1}), "refused", "needs approval and no one can"),
+        (("ask_user", {"question": "Which chain?"}), "failed", "no one can answer questions in this run"),
+    ],
+    ids=["simulate-needs-approval", "ask-user"],
+)
+def test_without_a_terminal_nothing_waits_and_the_model_is_told(
+    tmp_path: Path, openai_server, call: tuple[str, dict], status: str, told: str
 ) -> None:
-    openai_server.script(
-        tool_call_reply("simulate", {"structure": "villin", "length_ps": 1}),
-        text_reply("I could not run the simulation: it needs approval."),
-    )
+    openai_server.script(tool_call_reply(*call), text_reply("No one was there to approve or answer."))
     completed, summary = _ask(_workspace(tmp_path, openai_server.base_url), "Simulate villin for 1 ps.")
     assert completed.returncode == 0, completed.stderr
-    (call,) = summary["tool_calls"]
-    assert call["status"] == "refused" and "--approve-all" in call["error"]
-    assert "needs approval and no one can give it here" in _tool_messages(openai_server.chat_requests()[1])[0]
-    assert not (Path(summary["results_json"]).parent / "runs").exists()  # nothing ran
+    (record,) = summary["tool_calls"]
+    assert record["status"] == status and told in record["error"]
+    assert told in _tool_messages(openai_server.chat_requests()[1])[0]
+    if call[0] == "simulate":
+        assert "--approve-all" in record["error"]
+        assert not (Path(summary["results_json"]).parent / "runs").exists()  # nothing ran
 
 
 def test_a_model_without_native_tools_decides_through_the_schema(tmp_path: Path, openai_server) -> None:
@@ -187,14 +194,3 @@ def test_two_ph_values_run_concurrently_and_end_in_one_table(tmp_path: Path) -> 
     (start1, end1), (start2, end2) = spans
     assert start2 < end1 and start1 < end2  # they overlapped: run side by side on the local site
 
-
-def test_without_a_terminal_ask_user_says_no_one_can_answer(tmp_path: Path, openai_server) -> None:
-    openai_server.script(
-        tool_call_reply("ask_user", {"question": "Which chain?"}),
-        text_reply("No one could say which chain; villin has one."),
-    )
-    completed, summary = _ask(_workspace(tmp_path, openai_server.base_url), "Simulate the right chain.")
-    assert completed.returncode == 0, completed.stderr
-    (call,) = summary["tool_calls"]
-    assert call["status"] == "failed" and "no one can answer questions in this run" in call["error"]
-    assert "no one can answer" in _tool_messages(openai_server.chat_requests()[1])[0]
