@@ -225,7 +225,7 @@ class Agent:
         if refusal:
             return self._failed(step, name, arguments, "refused", refusal)
         try:
-            result = tool.call(raw, self.context)
+            result = tool.run(parsed, self.context)
         except ToolArgumentsError as exc:
             return self._failed(step, name, arguments, "invalid", f"invalid call: {exc}")
         except ToolFailed as exc:

@@ -115,7 +115,10 @@ class Tool(Generic[A, R]):
 
     def call(self, raw: Mapping[str, Any] | str | None, context: ToolContext) -> R:
         """Validate and run; what the function raised is mapped to ``ToolArgumentsError``/``ToolFailed``."""
-        arguments = self.parse(raw)
+        return self.run(self.parse(raw), context)
+
+    def run(self, arguments: A, context: ToolContext) -> R:
+        """Run on arguments ``parse`` already validated; errors mapped as ``call`` says."""
         try:
             result = self.function(arguments, context)
         except (ToolArgumentsError, ToolFailed):

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sciagent.compute.base import Executor, TaskHandle, TaskState
 from sciagent.compute.errors import TaskError
-from sciagent.compute.sites import SiteConfig, all_sites, make_executor, resolve_site
+from sciagent.compute.sites import SiteConfig, all_sites, make_executor
 from sciagent.science.md import MDResult, run_md
 from sciagent.science.spec import MDSpec
 from sciagent.tools.registry import ToolArgumentsError, ToolContext, ToolFailed, define_tool
@@ -127,8 +127,7 @@ class TaskBoard:
         self._executors.clear()
 
     def _executor(self, site: str) -> Executor:
-        if site not in self._executors:
-            resolve_site(site, self.sites)  # a one-line ConfigError for an unknown or incomplete site
+        if site not in self._executors:  # make_executor: a one-line ConfigError for an unknown site
             self._executors[site] = make_executor(site, self.sites, run_dir=self.session_dir / "parsl" / site)
         return self._executors[site]
 
