@@ -14,7 +14,7 @@ from rich.console import Console
 
 from openai_server import OpenAIServer, status_reply, text_reply
 from sciagent.agent.journal import Journal
-from sciagent.cli_runs import timeline_table
+from sciagent.cli.runs import timeline_table
 from sciagent.llm.openai_compat import OpenAICompatModel
 from sciagent.workflows.advisor import ModelAdvisor
 

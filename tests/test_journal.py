@@ -17,7 +17,7 @@ from rich.console import Console
 
 from sciagent.agent.journal import JOURNAL_FILENAME, Journal, digest_messages, redact
 from sciagent.agent.journal_rows import SCHEMA_VERSION, ModelCall
-from sciagent.cli_runs import runs_table, timeline_table
+from sciagent.cli.runs import runs_table, timeline_table
 from sciagent.errors import UserError
 
 SECRET = "sk-live-THIS-MUST-NOT-BE-STORED-42"

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 SHIM = Path(__file__).parent / "pbs_shim"
 BIN = Path(sys.executable).parent
 # The sites CLI as its own process; the lead's `sciagent sites` runs the same typer app.
-SITES_CLI = [sys.executable, "-c", "from sciagent.cli_sites import sites_app; sites_app(prog_name='sites')"]
+SITES_CLI = [sys.executable, "-c", "from sciagent.cli.sites import sites_app; sites_app(prog_name='sites')"]
 
 FAKEPBS = """
 [sites.fakepbs]

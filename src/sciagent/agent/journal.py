@@ -305,6 +305,14 @@ class Journal:
             started_at=self._now(),
         )  # fmt: skip
 
+    def record_step(self, run_id: str, kind: str, summary: str, data: dict[str, Any]) -> int:
+        """A step that is over as soon as it is written (a message of a session): one insert."""
+        now = self._now()
+        return self._insert(
+            "steps", run_id=run_id, kind=kind, status="completed", summary=summary, data=data,
+            started_at=now, finished_at=now,
+        )  # fmt: skip
+
     def finish_step(
         self, step_id: int, status: StepStatus, summary: str | None = None, data: dict[str, Any] | None = None
     ) -> None:

@@ -14,6 +14,11 @@ naming the tool and the problem; a repeated identical call gets the earlier resu
 Budgets (steps, tokens, wall time, simulated ns) end the session with what it has. The answer's
 numbers are checked against every number the session's tool results hold: the rest are listed as
 unattributed.
+
+Durability: every message and tool call goes to a ``SessionRecorder`` (the journal) as it happens, and
+``Agent.resume`` continues from what one recorded: the transcript is restored as it was, calls that
+finished are answered from their records and never run again, and only calls that never finished run.
+Before each model turn the recorder is asked for messages the user sent meanwhile (``sciagent tell``).
 """
 
 from __future__ import annotations
@@ -21,16 +26,16 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, Field, create_model
 
+from sciagent.agent.observations import REPEAT_NOTE, observation, readable, unattributed_numbers
 from sciagent.errors import ModelError, StructuredOutputError
 from sciagent.llm.base import ChatModel, Message
 from sciagent.llm.structured import StructuredAnswer, ask_structured
-from sciagent.report.numbers import find_numbers, matches
 from sciagent.tools.registry import COST_RANK, Tool, ToolArgumentsError, ToolContext, ToolFailed, ToolRegistry
 
 log = logging.getLogger(__name__)
@@ -41,7 +46,7 @@ STUCK_AFTER = 3  # the same failing call this many times running ends the sessio
 REPEATS_BEFORE_ANSWER = 2  # calls repeating earlier ones, running, after which the answer is asked for
 ANSWER_TOKENS = 256
 FINAL_PROMPT = "Write your final answer to the question now, with the numbers the tool results gave."
-OBSERVATION_CHARS = 6000  # what the model sees of one result; the record keeps it whole
+TOLD = "A message from the user while you work: {text}"
 SYSTEM_PROMPT = (
     "You are sciagent, a computational-science assistant. Answer the user's question by calling the "
     "tools; every number you state must come from a tool result of this session. Simulations return a "
@@ -65,6 +70,7 @@ class ToolCallRecord(BaseModel):
     """One tool call as it happened: what was asked, and what came of it."""
 
     step: int
+    call_id: str | None = None
     tool: str
     arguments: dict[str, Any]
     status: CallStatus
@@ -88,9 +94,79 @@ class SessionOutcome(BaseModel):
 Approve = Callable[[Tool, dict[str, Any]], bool]
 
 
+@dataclass(frozen=True)
+class PlannedCall:
+    """A tool call the model asked for, before it runs.
+
+    Attributes:
+        call_id: unique in the session (``<step>.<n>``): what records and the journal key it by, since
+            the ids models give are unique only within one reply, if at all.
+        tool: the tool's name; raw: the arguments as sent.
+        native: it came as a native tool call, so its result is a ``tool`` message quoting ``wire_id``.
+        wire_id: the id the model gave the call (native calls).
+    """
+
+    call_id: str
+    tool: str
+    raw: dict[str, Any] | str
+    native: bool
+    wire_id: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "call_id": self.call_id, "tool": self.tool, "raw": self.raw, "native": self.native,
+            "wire_id": self.wire_id,
+        }  # fmt: skip
+
+
+class SessionRecorder(Protocol):
+    """Where a session's steps go as they happen (the journal), and where messages told to it come from."""
+
+    def message(
+        self,
+        message: Message,
+        step: int,
+        *,
+        calls: Sequence[PlannedCall] = (),
+        result_of: str | None = None,
+        told: int | None = None,
+    ) -> None:
+        """A message joined the transcript at model turn ``step``; ``calls`` it asks for, the call it
+        answers, the ``sciagent tell`` message it was."""
+
+    def call_started(self, call: PlannedCall, step: int) -> None:
+        """A call is about to run (a kill now leaves it unfinished, and resume runs it)."""
+
+    def call_finished(self, record: ToolCallRecord) -> None:
+        """A call ended, whatever its status."""
+
+    def incoming(self) -> list[tuple[int, str]]:
+        """Messages the user sent the session since the last ones it read, with their ids."""
+
+
+@dataclass(frozen=True)
+class Resumption:
+    """A session as its recorder kept it: enough to go on where it stopped.
+
+    Attributes:
+        question: the session's first question.
+        messages: the transcript, system prompt first.
+        records: every tool call that finished.
+        awaiting: calls the last assistant message asked for whose results are not in the transcript.
+        steps: model turns taken. tokens: tokens spent.
+    """
+
+    question: str
+    messages: list[Message]
+    records: list[ToolCallRecord]
+    awaiting: list[PlannedCall]
+    steps: int
+    tokens: int
+
+
 @dataclass
 class Agent:
-    """One session's loop; ``run`` it once with the question.
+    """One session's loop: ``run`` a question, ``resume`` a recorded session, ``follow_up`` in a chat.
 
     Args:
         model: any ``ChatModel``; native tool calls are used where it has them.
@@ -100,6 +176,7 @@ class Agent:
         approve: asked before a tool above ``approval_above`` runs; None: such a call is refused and the
             model is told no one can approve it.
         approval_above: tools of a higher cost class ask first (``instant``: simulations ask).
+        recorder: where each step goes as it happens (None: nothing is kept).
     """
 
     model: ChatModel
@@ -108,136 +185,169 @@ class Agent:
     budget: Budget = field(default_factory=Budget)
     approve: Approve | None = None
     approval_above: str = "instant"
+    recorder: SessionRecorder | None = None
     records: list[ToolCallRecord] = field(default_factory=list)
+    messages: list[Message] = field(default_factory=list)
     _tokens: int = 0
     _simulated_ns: float = 0.0
+    _steps: int = 0
     _question: str = ""
+    _finished: dict[str, ToolCallRecord] = field(default_factory=dict)  # by call id, on resume
 
     def run(self, question: str) -> SessionOutcome:
         """Work on ``question`` until the model answers or a budget runs out."""
-        started = time.monotonic()
+        self._say({"role": "system", "content": SYSTEM_PROMPT})
+        return self.follow_up(question)
+
+    def follow_up(self, question: str) -> SessionOutcome:
+        """The next question of the same session (a chat): the transcript so far stays in view."""
         self._question = question
-        messages: list[Message] = [
-            {"role": "system", "content": SYSTEM_PROMPT},
-            {"role": "user", "content": question},
-        ]
-        step = 0
+        self._say({"role": "user", "content": question})
+        return self._loop()
+
+    def resume(self, state: Resumption) -> SessionOutcome:
+        """Go on with a recorded session: finished calls are not run again, unfinished ones are."""
+        self._question = state.question
+        self.messages = list(state.messages)
+        self.records = list(state.records)
+        self._finished = {record.call_id: record for record in state.records if record.call_id}
+        self._tokens, self._steps = state.tokens, state.steps
+        self._simulated_ns = sum(self._ns_of(record) for record in state.records if record.status == "ok")
+        self._perform(state.awaiting, state.steps)
+        return self._loop()
+
+    def _loop(self) -> SessionOutcome:
+        started = time.monotonic()
         while True:
-            reason = self._over_budget(step, started)
+            reason = self._over_budget(started)
             if reason:
-                return self._outcome("budget_exhausted", "", reason, step, started, question)
-            step += 1
+                return self._outcome("budget_exhausted", "", reason, started)
+            self._read_incoming()
+            self._steps += 1
             try:
-                answer = self._turn(messages, step)
+                answer = self._turn(self._steps)
+                if answer is None and self._repeating():  # it has every result it will get: ask once
+                    self._steps += 1
+                    answer = self._final_answer()
             except (ModelError, StructuredOutputError) as exc:
-                return self._outcome("failed", "", f"the model call failed: {exc}", step, started, question)
+                return self._outcome("failed", "", f"the model call failed: {exc}", started)
             if answer is not None:
-                return self._outcome("answered", answer, None, step, started, question)
-            if self._repeating():  # it has every result it will get: ask for the answer once
-                step += 1
-                try:
-                    answer = self._final_answer(messages)
-                except (ModelError, StructuredOutputError) as exc:
-                    reason = f"the model call failed: {exc}"
-                    return self._outcome("failed", "", reason, step, started, question)
-                return self._outcome("answered", answer, None, step, started, question)
+                return self._outcome("answered", answer, None, started)
             stuck = self._stuck()
             if stuck:
-                return self._outcome("failed", "", stuck, step, started, question)
+                return self._outcome("failed", "", stuck, started)
 
     # --- one turn ---------------------------------------------------------------------------------
 
-    def _turn(self, messages: list[Message], step: int) -> str | None:
+    def _turn(self, step: int) -> str | None:
         """Ask the model for its next move and carry it out; the answer text when it gives one."""
         if self.model.supports_native_tools:
-            return self._native_turn(messages, step)
-        return self._decided_turn(messages, step)
+            return self._native_turn(step)
+        return self._decided_turn(step)
 
-    def _native_turn(self, messages: list[Message], step: int) -> str | None:
-        reply = self.model.chat(messages, tools=[tool.spec() for tool in self.tools], temperature=0.0)
+    def _native_turn(self, step: int) -> str | None:
+        reply = self.model.chat(self.messages, tools=[tool.spec() for tool in self.tools], temperature=0.0)
         self._tokens += reply.usage.prompt_tokens + reply.usage.completion_tokens
         if not reply.tool_calls:
-            return (reply.text or "").strip()
+            answer = (reply.text or "").strip()
+            self._say({"role": "assistant", "content": answer})
+            return answer
         calls = [
-            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.raw_arguments}}
-            for c in reply.tool_calls
+            PlannedCall(f"{step}.{n}", c.name, c.raw_arguments or c.arguments, True, c.id or f"{step}_{n}")
+            for n, c in enumerate(reply.tool_calls, start=1)
         ]
-        messages.append({"role": "assistant", "content": reply.text, "tool_calls": calls})
-        for call in reply.tool_calls:
-            observation = self._execute(call.name, call.raw_arguments or call.arguments, step)
-            messages.append({"role": "tool", "tool_call_id": call.id, "content": observation})
+        wire = [
+            {"id": c.wire_id, "type": "function", "function": {"name": c.tool, "arguments": _as_text(c.raw)}}
+            for c in calls
+        ]
+        self._say({"role": "assistant", "content": reply.text, "tool_calls": wire}, calls=calls)
+        self._perform(calls, step)
         return None
 
-    def _decided_turn(self, messages: list[Message], step: int) -> str | None:
+    def _decided_turn(self, step: int) -> str | None:
         names = [tool.name for tool in self.tools]
         choice = create_model("NextStep", tool=(Literal[tuple([*names, FINAL])], ...))  # type: ignore[misc]
-        ask = [*messages, {"role": "user", "content": _choice_prompt(self.tools)}]
+        ask = [*self.messages, {"role": "user", "content": _choice_prompt(self.tools)}]
         picked = ask_structured(self.model, ask, choice, retries=1, max_tokens=48)
         self._count(picked)
         name = picked.value.tool
         if name == FINAL:
-            return self._final_answer(messages)
+            return self._final_answer()
         tool = self.tools.get(name)
         example = tool.example()
-        shown = f" Example: {json.dumps(example)}" if example else ""
         prompt = f"The question: {self._question}\nThe arguments for {name} ({tool.description}), in JSON?"
-        prompt += shown
+        prompt += f" Example: {json.dumps(example)}" if example else ""
         try:
             arguments = ask_structured(
                 self.model,
-                [*messages, {"role": "user", "content": prompt}],
+                [*self.messages, {"role": "user", "content": prompt}],
                 tool.arguments,
                 retries=1,
                 max_tokens=ARGUMENT_TOKENS,
             )
         except StructuredOutputError as exc:
-            observation = f"error: the arguments for {name} did not validate: {exc}"
-            self._record(step, name, {}, "invalid", error=observation)
-            messages.append({"role": "user", "content": f"Observation from {name}: {observation}"})
+            error = f"error: the arguments for {name} did not validate: {exc}"
+            self._record(step, None, name, {}, "invalid", error=error)
+            self._say({"role": "user", "content": f"Observation from {name}: {error}"})
             return None
         self._count(arguments)
         raw = arguments.value.model_dump(mode="json")
-        self._execute(name, raw, step)
-        record = self.records[-1]
-        shown = _readable(record.result) if record.result is not None else record.error
-        if record.status == "repeated":
-            shown = f"(the same call as before: its result again, not run twice)\n{shown}"
-        messages.append({"role": "assistant", "content": json.dumps({"tool": name, "arguments": raw})})
-        messages.append({"role": "user", "content": f"Result of {name}:\n{shown}"})
+        call = PlannedCall(f"{step}.1", name, raw, native=False)
+        self._say(
+            {"role": "assistant", "content": json.dumps({"tool": name, "arguments": raw})}, calls=[call]
+        )
+        self._perform([call], step)
         return None
+
+    def _perform(self, calls: list[PlannedCall], step: int) -> None:
+        """Carry out ``calls`` (a call that finished before a resume gives its record) and put each
+        result in the transcript."""
+        for call in calls:
+            record = self._finished.get(call.call_id) or self._execute(call, step)
+            self._say(self._result_message(call, record), result_of=call.call_id)
+
+    def _result_message(self, call: PlannedCall, record: ToolCallRecord) -> Message:
+        earlier = self._same_call(record.tool, record.arguments) if record.status == "repeated" else None
+        if call.native:
+            note = REPEAT_NOTE.format(step=earlier.step) if earlier else ""
+            content = note + observation(record.result, record.error)
+            return {"role": "tool", "tool_call_id": call.wire_id, "content": content}
+        shown = readable(record.result) if record.result is not None else record.error
+        if earlier:
+            shown = f"(the same call as before: its result again, not run twice)\n{shown}"
+        return {"role": "user", "content": f"Result of {call.tool}:\n{shown}"}
 
     # --- carrying out one call --------------------------------------------------------------------
 
-    def _execute(self, name: str, raw: dict[str, Any] | str, step: int) -> str:
-        """Run one tool call and return the observation the model reads."""
-        arguments = _as_dict(raw)
+    def _execute(self, call: PlannedCall, step: int) -> ToolCallRecord:
+        """Run one tool call; its record (ok, invalid, failed, repeated or refused)."""
+        name, arguments = call.tool, _as_dict(call.raw)
         earlier = self._same_call(name, arguments)
         if earlier is not None:
-            self._record(step, name, arguments, "repeated", result=earlier.result, error=earlier.error)
-            note = f"(the same call as step {earlier.step}: its result again, not run twice) "
-            return note + _observation(earlier.result, earlier.error)
+            return self._record(step, call.call_id, name, arguments, "repeated", **_outcome_of(earlier))
+        if self.recorder:
+            self.recorder.call_started(call, step)
         try:
             tool = self.tools.get(name)
-            parsed = tool.parse(raw)
+            parsed = tool.parse(call.raw)
         except ToolArgumentsError as exc:
-            return self._failed(step, name, arguments, "invalid", f"invalid call: {exc}")
+            return self._record(step, call.call_id, name, arguments, "invalid", error=f"invalid call: {exc}")
         refusal = self._refusal(tool, parsed)
         if refusal:
-            return self._failed(step, name, arguments, "refused", refusal)
+            return self._record(step, call.call_id, name, arguments, "refused", error=refusal)
         try:
             result = tool.run(parsed, self.context)
         except ToolArgumentsError as exc:
-            return self._failed(step, name, arguments, "invalid", f"invalid call: {exc}")
+            return self._record(step, call.call_id, name, arguments, "invalid", error=f"invalid call: {exc}")
         except ToolFailed as exc:
-            return self._failed(step, name, arguments, "failed", f"failed ({exc.failure_class}): {exc}")
-        dumped = result.model_dump(mode="json")
-        self._simulated_ns += _simulated_ns(tool, parsed)
-        self._record(step, name, arguments, "ok", result=dumped)
-        return _observation(dumped, None)
+            error = f"failed ({exc.failure_class}): {exc}"
+            return self._record(step, call.call_id, name, arguments, "failed", error=error)
+        self._simulated_ns += _asked_ns(tool.name, parsed)
+        return self._record(step, call.call_id, name, arguments, "ok", result=result.model_dump(mode="json"))
 
     def _refusal(self, tool: Tool, parsed: BaseModel) -> str | None:
         """Why ``tool`` may not run now (approval, the simulated-time budget), or None."""
-        more = _simulated_ns(tool, parsed)
+        more = _asked_ns(tool.name, parsed)
         if self._simulated_ns + more > self.budget.max_simulated_ns:
             left = self.budget.max_simulated_ns - self._simulated_ns
             return f"refused: {tool.name} asks {more:g} ns but the session has {left:g} ns of simulation left"
@@ -252,13 +362,32 @@ class Agent:
             return f"refused: the user declined {tool.name}"
         return None
 
-    def _final_answer(self, messages: list[Message]) -> str:
+    def _final_answer(self) -> str:
         """The answer, asked for outright as plain text (a schema adds nothing to prose, and a small
         model's constrained string runs on to the token limit)."""
         prompt = {"role": "user", "content": f"The question: {self._question}\n{FINAL_PROMPT}"}
-        reply = self.model.chat([*messages, prompt], temperature=0.0, max_tokens=ANSWER_TOKENS)
+        reply = self.model.chat([*self.messages, prompt], temperature=0.0, max_tokens=ANSWER_TOKENS)
         self._tokens += reply.usage.prompt_tokens + reply.usage.completion_tokens
-        return (reply.text or "").strip()
+        answer = (reply.text or "").strip()
+        self._say({"role": "assistant", "content": answer})
+        return answer
+
+    def _read_incoming(self) -> None:
+        """Put what the user told the session meanwhile (``sciagent tell``) before the next model call."""
+        for told, text in self.recorder.incoming() if self.recorder else []:
+            self._say({"role": "user", "content": TOLD.format(text=text)}, told=told)
+
+    def _say(
+        self,
+        message: Message,
+        *,
+        calls: Sequence[PlannedCall] = (),
+        result_of: str | None = None,
+        told: int | None = None,
+    ) -> None:
+        self.messages.append(message)
+        if self.recorder:
+            self.recorder.message(message, self._steps, calls=calls, result_of=result_of, told=told)
 
     def _repeating(self) -> bool:
         """The model's last ``REPEATS_BEFORE_ANSWER`` calls all repeated an earlier one."""
@@ -284,20 +413,34 @@ class Agent:
                 return record
         return None
 
-    def _failed(self, step: int, name: str, arguments: dict[str, Any], status: CallStatus, error: str) -> str:
-        self._record(step, name, arguments, status, error=error)
-        return error
-
     def _record(
-        self, step: int, name: str, arguments: dict[str, Any], status: CallStatus, **rest: Any
-    ) -> None:
-        self.records.append(ToolCallRecord(step=step, tool=name, arguments=arguments, status=status, **rest))
+        self,
+        step: int,
+        call_id: str | None,
+        name: str,
+        arguments: dict[str, Any],
+        status: CallStatus,
+        **rest: Any,
+    ) -> ToolCallRecord:
+        record = ToolCallRecord(
+            step=step, call_id=call_id, tool=name, arguments=arguments, status=status, **rest
+        )
+        self.records.append(record)
+        if self.recorder:
+            self.recorder.call_finished(record)
+        return record
+
+    def _ns_of(self, record: ToolCallRecord) -> float:
+        """The simulated time a recorded call asked for (its arguments parsed again, defaults included)."""
+        if record.tool not in self.tools:
+            return 0.0
+        return _asked_ns(record.tool, self.tools.get(record.tool).parse(record.arguments))
 
     def _count(self, answer: StructuredAnswer[Any]) -> None:
         self._tokens += sum(r.usage.prompt_tokens + r.usage.completion_tokens for r in answer.responses)
 
-    def _over_budget(self, step: int, started: float) -> str | None:
-        if step >= self.budget.max_steps:
+    def _over_budget(self, started: float) -> str | None:
+        if self._steps >= self.budget.max_steps:
             return f"the step budget ({self.budget.max_steps}) ran out"
         if self._tokens >= self.budget.max_tokens:
             return f"the token budget ({self.budget.max_tokens:,}) ran out"
@@ -305,16 +448,16 @@ class Agent:
             return f"the wall-time budget ({self.budget.wall_time_s:g} s) ran out"
         return None
 
-    def _outcome(
-        self, status: str, answer: str, reason: str | None, step: int, started: float, question: str
-    ) -> SessionOutcome:
+    def _outcome(self, status: str, answer: str, reason: str | None, started: float) -> SessionOutcome:
+        asked = " ".join(m["content"] for m in self.messages if m["role"] == "user" and m.get("content"))
+        results = [record.result for record in self.records if record.result is not None]
         return SessionOutcome(
             status=status,  # type: ignore[arg-type]  # one of the literal's values, by the callers
             answer=answer,
             reason=reason,
             tool_calls=list(self.records),
-            unattributed_numbers=unattributed_numbers(answer, self.records, question),
-            steps=step,
+            unattributed_numbers=unattributed_numbers(answer, results, asked),
+            steps=self._steps,
             tokens=self._tokens,
             wall_time_s=round(time.monotonic() - started, 3),
         )
@@ -324,62 +467,13 @@ class Agent:
 _NOT_REPEATABLE = frozenset({"wait_for_task", "task_status", "list_tasks", "read_file", "list_files"})
 
 
-def unattributed_numbers(answer: str, records: list[ToolCallRecord], question: str = "") -> list[str]:
-    """The numbers written in ``answer`` that no tool result of the session (nor the question) holds."""
-    allowed: list[float] = []
-    for record in records:
-        if record.result is not None:
-            allowed.extend(_numbers_in(record.result))
-    allowed.extend(number.value for number in find_numbers(question))
-    return [number.text for number in find_numbers(answer) if not matches(number, allowed)]
+def _outcome_of(record: ToolCallRecord) -> dict[str, Any]:
+    return {"result": record.result, "error": record.error}
 
 
-def _numbers_in(value: Any) -> list[float]:
-    """Every number in a result: numeric fields, and numbers written inside its strings."""
-    if isinstance(value, bool) or value is None:
-        return []
-    if isinstance(value, int | float):
-        return [float(value), abs(float(value))]
-    if isinstance(value, str):
-        return [number.value for number in find_numbers(value)]
-    if isinstance(value, dict):
-        return [n for item in value.values() for n in _numbers_in(item)]
-    if isinstance(value, list):
-        return [n for item in value for n in _numbers_in(item)]
-    return []
-
-
-def _simulated_ns(tool: Tool, parsed: BaseModel) -> float:
-    length_ps = getattr(parsed, "length_ps", None) if tool.name == "simulate" else None
+def _asked_ns(tool: str, parsed: BaseModel) -> float:
+    length_ps = getattr(parsed, "length_ps", None) if tool == "simulate" else None
     return float(length_ps) / 1000.0 if length_ps else 0.0
-
-
-def _observation(result: dict[str, Any] | None, error: str | None) -> str:
-    text = error if result is None else json.dumps(result)
-    if text and len(text) > OBSERVATION_CHARS:
-        return text[:OBSERVATION_CHARS] + f" ... [{len(text) - OBSERVATION_CHARS} more characters cut]"
-    return text or ""
-
-
-def _readable(result: dict[str, Any], most: int = 40) -> str:
-    """A result as ``name: value`` lines, long lists shortened: what a model without native tool calls
-    reads (a small model finds ``total_atoms: 582`` in lines, not in a page of JSON)."""
-    lines: list[str] = []
-
-    def walk(value: Any, name: str) -> None:
-        if isinstance(value, dict):
-            for key, item in value.items():
-                walk(item, f"{name}.{key}" if name else str(key))
-        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-            for index, item in enumerate(value[:5]):
-                walk(item, f"{name}[{index}]")
-        elif isinstance(value, list) and len(value) > 8:
-            lines.append(f"{name}: {len(value)} values, first {value[0]}, last {value[-1]}")
-        else:
-            lines.append(f"{name}: {value}")
-
-    walk(result, "")
-    return "\n".join(lines[:most])
 
 
 def _as_dict(raw: dict[str, Any] | str) -> dict[str, Any]:
@@ -390,6 +484,10 @@ def _as_dict(raw: dict[str, Any] | str) -> dict[str, Any]:
     except json.JSONDecodeError:
         return {"_raw": raw}
     return value if isinstance(value, dict) else {"_raw": raw}
+
+
+def _as_text(raw: dict[str, Any] | str) -> str:
+    return raw if isinstance(raw, str) else json.dumps(raw)
 
 
 def _canonical(arguments: dict[str, Any]) -> str:

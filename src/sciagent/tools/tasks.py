@@ -28,6 +28,10 @@ from sciagent.tools.structures import STRUCTURE_HELP, located
 
 MAX_WAIT_S = 3600.0
 FRAMES_PER_RUN = 100  # trajectory frames a run writes, whatever its length
+# A resumed session continues a run from its last checkpoint: one every tenth of a short run, so that
+# little is simulated again, and at least every 5000 steps in a long one.
+CHECKPOINTS_PER_RUN = 10
+CHECKPOINT_STEPS = 5000
 
 
 @dataclass
@@ -44,11 +48,17 @@ class BoardTask:
 
 @dataclass
 class TaskBoard:
-    """A session's tasks by id, and the executors they run on (one per site, made on first use)."""
+    """A session's tasks by id, and the executors they run on (one per site, made on first use).
+
+    ``on_submit`` hears of each new simulation (the session journals it), so that a resumed session
+    can ``reattach`` it: sent again to its site with the same work directory, where the MD kernel
+    continues from the last checkpoint (a finished run only reports again; no step is simulated twice).
+    """
 
     session_dir: Path
     sites: Mapping[str, SiteConfig]
     default_site: str = "local"
+    on_submit: Callable[[BoardTask], None] | None = None
     _executors: dict[str, Executor] = field(default_factory=dict)
     _tasks: dict[str, BoardTask] = field(default_factory=dict)
     _issued: int = 0
@@ -69,6 +79,23 @@ class TaskBoard:
         with self._lock:
             task = self._tasks[task_id] = BoardTask(task_id, site, handle, time.monotonic(), **record)
         return task
+
+    def simulate(self, spec: MDSpec, site: str | None) -> BoardTask:
+        """Start ``spec`` as a new simulation task in the session's ``runs/<task id>`` directory."""
+        task_id = self.new_id("sim")
+        workdir = self.session_dir / "runs" / task_id
+        task = self.submit(task_id, run_md, spec, str(workdir), site=site, spec=spec, workdir=workdir)
+        if self.on_submit:
+            self.on_submit(task)
+        return task
+
+    def reattach(self, task_id: str, site: str, spec: MDSpec) -> BoardTask:
+        """Take up a simulation an earlier process of the session started (see the class docstring)."""
+        with self._lock:
+            number = task_id.rpartition("-")[2]
+            self._issued = max(self._issued, int(number) if number.isdigit() else 0)
+        workdir = self.session_dir / "runs" / task_id
+        return self.submit(task_id, run_md, spec, str(workdir), site=site, spec=spec, workdir=workdir)
 
     def get(self, task_id: str) -> BoardTask:
         task = self._tasks.get(task_id)
@@ -214,7 +241,8 @@ class SimulationResult(BaseModel):
 
 
 def spec_for(arguments: SimulateArguments, context: ToolContext) -> MDSpec:
-    """The MD spec a simulate call asks for: ~100 frames, a tenth as much equilibration (at most 10 ps)."""
+    """The MD spec a simulate call asks for: ~100 frames, ~10 checkpoints, a tenth as much equilibration
+    (at most 10 ps)."""
     steps = max(1, round(arguments.length_ps * 1000.0 / arguments.timestep_fs))
     return MDSpec(
         structure=str(located(arguments.structure, context).path),
@@ -228,6 +256,7 @@ def spec_for(arguments: SimulateArguments, context: ToolContext) -> MDSpec:
         equilibration_steps=min(steps // 10, round(10_000 / arguments.timestep_fs)),
         production_steps=steps,
         report_interval=max(1, steps // FRAMES_PER_RUN),
+        checkpoint_interval=max(1, min(CHECKPOINT_STEPS, steps // CHECKPOINTS_PER_RUN)),
         seed=arguments.seed,
     )
 
@@ -235,12 +264,8 @@ def spec_for(arguments: SimulateArguments, context: ToolContext) -> MDSpec:
 def simulate(arguments: SimulateArguments, context: ToolContext) -> TaskStatus:
     """Start a molecular-dynamics simulation of a structure and return its task id at once; follow it
     with wait_for_task / task_status, collect it with task_result, analyse it with the analysis tools."""
-    spec = spec_for(arguments, context)
     tasks = board(context)
-    task_id = tasks.new_id("sim")
-    workdir = context.session_dir / "runs" / task_id
-    task = tasks.submit(task_id, run_md, spec, str(workdir), site=arguments.site, spec=spec, workdir=workdir)
-    return _status(tasks, task)
+    return _status(tasks, tasks.simulate(spec_for(arguments, context), arguments.site))
 
 
 def wait_for_task(arguments: WaitArguments, context: ToolContext) -> TaskStatus:

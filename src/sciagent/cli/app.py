@@ -14,8 +14,13 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
-from sciagent import cli_ask, cli_study, cli_tools
-from sciagent.cli_common import (
+from sciagent.agent.journal import JOURNAL_FILENAME, Journal
+from sciagent.agent.session import is_session
+from sciagent.cli import ask as cli_ask
+from sciagent.cli import eval as cli_eval
+from sciagent.cli import study as cli_study
+from sciagent.cli import tools as cli_tools
+from sciagent.cli.common import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
     RemoveUnknownResiduesOption,
@@ -24,12 +29,13 @@ from sciagent.cli_common import (
     fail_internal,
     load_settings,
 )
-from sciagent.cli_llm import auth_app, llm_app
-from sciagent.cli_sites import sites_app
+from sciagent.cli.llm import auth_app, llm_app
+from sciagent.cli.sites import sites_app
 from sciagent.compute.sites import make_executor, resolve_site
 from sciagent.config_trust import TRUST_ENV
 from sciagent.console import err_console, md_progress, out_console
 from sciagent.crash import record_internal_error
+from sciagent.errors import SciagentError
 from sciagent.science.simulate import SimulationOutcome, simulate_and_analyze
 from sciagent.science.spec import MDSpec
 from sciagent.summaries import simulation_table, structures_tables
@@ -42,12 +48,13 @@ app = typer.Typer(
 )
 
 app.command()(cli_study.run)
-app.command()(cli_study.resume)
 app.command()(cli_study.runs)
-app.command()(cli_study.show)
 app.command()(cli_study.report)
 app.command()(cli_tools.tools)
 app.command("ask")(cli_ask.ask_command)
+app.command("eval")(cli_eval.eval_command)
+app.command("chat")(cli_ask.chat_command)
+app.command("tell")(cli_ask.tell_command)
 app.add_typer(llm_app, name="llm")
 app.add_typer(auth_app, name="auth")
 app.add_typer(sites_app, name="sites")
@@ -98,6 +105,53 @@ def setup(
     logging.basicConfig(
         level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+
+
+@app.command()
+def resume(
+    run_id: Annotated[str, typer.Argument(help="a study's or a session's id (or a unique prefix)")],
+    llm: cli_study.LlmOption = None,
+    site: Annotated[str | None, typer.Option("--site", help="default: the run's own site")] = None,
+    budget: Annotated[
+        str | None,
+        typer.Option("--budget", help="time it may take from now on (default: what a study had left)"),
+    ] = None,
+    approve: cli_study.ApproveOption = False,
+    approve_all: cli_ask.ApproveAllOption = False,
+    max_steps: cli_ask.MaxStepsOption = 20,
+    workspace: cli_study.WorkspaceOption = None,
+    as_json: cli_study.JsonOption = False,
+) -> None:
+    """Continue an interrupted study or ask/chat session: finished work is kept, not done again."""
+    if _is_session(run_id, workspace):
+        cli_ask.resume_session(run_id, llm, site, budget or "30m", max_steps, approve_all, workspace, as_json)
+    else:
+        cli_study.resume(run_id, llm, site, budget, approve, workspace, as_json)
+
+
+@app.command()
+def show(
+    run_id: Annotated[str, typer.Argument(help="run or session id, or a unique prefix")],
+    workspace: cli_study.WorkspaceOption = None,
+) -> None:
+    """The timeline of a study (steps, model calls, simulations) or the transcript of a session."""
+    if _is_session(run_id, workspace):
+        cli_ask.show_session(run_id, cli_ask.settings_for(workspace))
+    else:
+        cli_study.show(run_id, workspace)
+
+
+def _is_session(run_id: str, workspace: Path | None) -> bool:
+    """Whether ``run_id`` names an ask/chat session (an unknown id is left to the study command's error)."""
+    settings = cli_ask.settings_for(workspace)
+    path = settings.workspace.resolve() / JOURNAL_FILENAME
+    if not path.exists():
+        return False
+    with Journal(path) as journal:
+        try:
+            return is_session(journal.get_run(run_id).config)
+        except SciagentError:
+            return False
 
 
 @app.command()

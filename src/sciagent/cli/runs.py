@@ -9,6 +9,7 @@ from rich.text import Text
 
 from sciagent.agent.journal import Journal
 from sciagent.agent.journal_rows import one_line
+from sciagent.agent.session import is_session
 
 # Colour by outcome so a failure stands out in a long timeline.
 _STATUS_STYLES = {
@@ -48,16 +49,17 @@ def _duration(seconds: float | None) -> str:
 
 def runs_table(journal: Journal, limit: int = 50) -> Table:
     """The newest runs in the workspace: id, start, status, duration, tasks done, goal."""
-    table = Table(title=f"Runs in {journal.path.parent}")
-    for column in ("run", "started (UTC)", "status", "duration", "tasks", "goal"):
-        table.add_column(column, overflow="fold" if column == "goal" else "ellipsis")
+    table = Table(title=f"Runs and sessions in {journal.path.parent}")
+    for column in ("run", "kind", "started (UTC)", "status", "duration", "tasks", "goal or question"):
+        table.add_column(column, overflow="fold" if column.startswith("goal") else "ellipsis")
     for run in journal.list_runs(limit):
         counts = journal.task_counts(run.id)
         tasks = f"{counts.get('completed', 0)}/{sum(counts.values())}" if counts else ""
         if counts.get("failed"):
             tasks += f" ({counts['failed']} failed)"
         started = _clock(run.created_at, with_date=True)
-        table.add_row(run.id, started, _status(run.status), _duration(run.duration_s), tasks, run.goal)
+        kind = "session" if is_session(run.config) else "study"
+        table.add_row(run.id, kind, started, _status(run.status), _duration(run.duration_s), tasks, run.goal)
     return table
 
 
@@ -75,4 +77,40 @@ def timeline_table(journal: Journal, run_id: str) -> Table:
     table.add_column("description", overflow="fold")
     for entry in journal.timeline(run.id):
         table.add_row(_clock(entry.time), entry.kind, _status(entry.status), entry.description)
+    return table
+
+
+def transcript_table(journal: Journal, session_id: str) -> Table:
+    """An ask/chat session as it went: each message in full, each tool call with its arguments, status
+    and result or error, and the messages told to it (``sciagent tell``)."""
+    run = journal.get_run(session_id)
+    caption = f"status {run.status}" + (f": {one_line(run.error)}" if run.error else "")
+    table = Table(title=f"Session {run.id}: {one_line(run.goal)}", caption=caption)
+    table.add_column("time (UTC)")
+    table.add_column("who")
+    table.add_column("status")
+    table.add_column("what", overflow="fold")
+    for step in journal.steps(run.id):
+        if step.kind == "message":
+            message = step.data["message"]
+            if message["role"] in ("system", "tool") or step.data.get("result_of"):
+                continue  # the prompt, and results: shown with their calls below
+            text = message.get("content") or ""
+            if step.data.get("calls"):
+                text = (
+                    (text + " " if text else "")
+                    + "asks for "
+                    + ", ".join(call["tool"] for call in step.data["calls"])
+                )
+            who = "told" if "told" in step.data else message["role"]
+            table.add_row(_clock(step.started_at), who, _status(step.status), text)
+        elif step.kind == "tool_call":
+            record = step.data.get("record") or {}
+            call = step.data.get("call") or {}
+            tool = record.get("tool") or call.get("tool", "?")
+            arguments = record.get("arguments") or call.get("raw") or {}
+            shown = ", ".join(f"{k}={v}" for k, v in arguments.items()) if isinstance(arguments, dict) else ""
+            outcome = record.get("error") or one_line(str(record.get("result", "")), 240)
+            status = record.get("status") or step.status
+            table.add_row(_clock(step.started_at), "tool", _status(status), f"{tool}({shown}) → {outcome}")
     return table

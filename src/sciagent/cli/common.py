@@ -41,7 +41,7 @@ def exit_code_for(error: SciagentError) -> int:
 class exits_on_error:  # lower case: a context manager named for how it reads, `with exits_on_error():`
     """Turn a ``SciagentError`` raised in the block into ``fail(describe(error), exit_code_for(error))``.
 
-    ``describe`` words the one-line message (``str`` by default; ``cli_llm`` redacts keys with it).
+    ``describe`` words the one-line message (``str`` by default; ``cli.llm`` redacts keys with it).
     Other exceptions pass through, so a command's own ``except`` clauses around the block still apply.
     ``__exit__`` never swallows an exception, so type checkers know the block's names are bound after it.
     """

@@ -1,6 +1,6 @@
 """``sciagent llm ...`` and ``sciagent auth ...``: check, serve and list models; log in to the facility.
 
-Exit codes follow ``sciagent.cli_common``: 2 when nothing could start (unknown profile, missing key,
+Exit codes follow ``sciagent.cli.common``: 2 when nothing could start (unknown profile, missing key,
 rejected credentials), 1 when a service was asked and failed (unreachable endpoint, server crash).
 Keys and tokens are never printed: errors pass through ``auth.redact`` in case a server echoed one.
 """
@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from rich.table import Table
 
 from sciagent.agent.journal import JOURNAL_FILENAME, Journal
-from sciagent.cli_common import EXIT_BAD_INPUT, EXIT_FAILED, exits_on_error, fail, load_settings
+from sciagent.cli.common import EXIT_BAD_INPUT, EXIT_FAILED, exits_on_error, fail, load_settings
 from sciagent.console import err_console, out_console
 from sciagent.errors import ModelError, RequestRejected, SciagentError, StructuredOutputError, UserError
 from sciagent.llm import auth

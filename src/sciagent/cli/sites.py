@@ -1,6 +1,6 @@
 """``sciagent sites ...``: list the sites, check one with a real round trip, write an endpoint config.
 
-Exit codes follow ``sciagent.cli_common``: 2 when nothing could start (unknown site, missing option,
+Exit codes follow ``sciagent.cli.common``: 2 when nothing could start (unknown site, missing option,
 bad value), 1 when the site was tried and did not answer (no scheduler here, job refused, no worker).
 """
 
@@ -16,7 +16,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from sciagent.cli_common import (
+from sciagent.cli.common import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
     exit_code_for,

@@ -11,7 +11,7 @@ from typing import Annotated, NoReturn
 import typer
 
 from sciagent.agent.journal import Journal
-from sciagent.cli_common import (
+from sciagent.cli.common import (
     EXIT_FAILED,
     RemoveUnknownResiduesOption,
     exit_code_for,
@@ -20,7 +20,7 @@ from sciagent.cli_common import (
     fail_internal,
     load_settings,
 )
-from sciagent.cli_runs import runs_table, timeline_table
+from sciagent.cli.runs import runs_table, timeline_table
 from sciagent.config import Settings
 from sciagent.console import err_console, out_console
 from sciagent.durations import parse_duration

@@ -1,0 +1,219 @@
+"""``sciagent ask | chat | tell`` and the session side of ``resume`` and ``show``: the open-ended agent."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from sciagent.agent.loop import Budget
+from sciagent.cli.common import EXIT_FAILED, exit_code_for, exits_on_error, fail, load_settings
+from sciagent.cli.runs import transcript_table
+from sciagent.config import Settings
+from sciagent.console import err_console, out_console
+from sciagent.durations import parse_duration
+from sciagent.errors import SciagentError
+from sciagent.tools.registry import Tool
+from sciagent.workflows.ask import AskOptions, AskResult, ask, open_session, resume, tell
+
+LlmOption = Annotated[str | None, typer.Option("--llm", help="model profile (sciagent llm profiles)")]
+SiteOption = Annotated[str | None, typer.Option("--site", help="where simulations run (default: here)")]
+BudgetOption = Annotated[str, typer.Option("--budget", help="wall time for the session, e.g. 10m")]
+MaxStepsOption = Annotated[int, typer.Option("--max-steps", min=1, help="model turns at most")]
+ApproveAllOption = Annotated[bool, typer.Option("--approve-all", help="run simulations without asking first")]
+WorkspaceOption = Annotated[Path | None, typer.Option("--workspace", help="where sessions live")]
+JsonOption = Annotated[bool, typer.Option("--json", help="print exactly one JSON object at the end")]
+StructureOption = Annotated[str | None, typer.Option("--structure", help="name, PDB id or file")]
+
+
+def ask_command(
+    question: Annotated[str, typer.Argument(help="what you want to know or have done")],
+    structure: StructureOption = None,
+    llm: LlmOption = None,
+    site: SiteOption = None,
+    budget: BudgetOption = "30m",
+    max_steps: MaxStepsOption = 20,
+    approve_all: ApproveAllOption = False,
+    workspace: WorkspaceOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Answer a question by letting the model call sciagent's tools; every number is checked."""
+    settings = settings_for(workspace)
+    options = _options(llm, site, budget, max_steps, approve_all, _terminal_or_none())
+    _end(lambda: ask(_with_structure(question, structure), options, settings), as_json)
+
+
+def resume_session(
+    session_id: str,
+    llm: str | None,
+    site: str | None,
+    budget: str,
+    max_steps: int,
+    approve_all: bool,
+    workspace: Path | None,
+    as_json: bool,
+) -> None:
+    """``sciagent resume`` of an ask/chat session (``app.resume`` decides which kind an id is)."""
+    settings = settings_for(workspace)
+    options = _options(llm, site, budget, max_steps, approve_all, _terminal_or_none())
+    _end(lambda: resume(session_id, options, settings), as_json)
+
+
+def chat_command(
+    structure: StructureOption = None,
+    llm: LlmOption = None,
+    site: SiteOption = None,
+    budget: BudgetOption = "2h",
+    max_steps: MaxStepsOption = 50,
+    approve_all: ApproveAllOption = False,
+    workspace: WorkspaceOption = None,
+) -> None:
+    """A conversation with the agent: one question a line (an empty line or end of input ends it).
+
+    The agent's own questions (ask_user) are answered on the next line, like any message.
+    """
+    settings = settings_for(workspace)
+    prompt = "you> " if sys.stdin.isatty() else ""
+    first = _read_line(prompt)
+    if not first:
+        return
+    options = _options(
+        llm, site, budget, max_steps, approve_all, lambda q: _read_line(f"agent asks: {q}\n> ")
+    )
+    with (
+        exits_on_error(),
+        open_session(settings, options, question=_with_structure(first, structure)) as session,
+    ):
+        err_console.print(f"session {session.record.session_id}", highlight=False)
+        result = session.answer(session.agent.run(session.question))
+        while True:
+            _print(result, as_json=False)
+            text = _read_line(prompt)
+            if not text:
+                break
+            result = session.follow_up(text)
+
+
+def tell_command(
+    session_id: Annotated[
+        str, typer.Argument(help="the session id (or a unique prefix), see `sciagent runs`")
+    ],
+    message: Annotated[str, typer.Argument(help="what the session should read before its next step")],
+    workspace: WorkspaceOption = None,
+) -> None:
+    """Send a message to a running session (from another terminal or a login node)."""
+    with exits_on_error():
+        full_id = tell(session_id, message, settings_for(workspace))
+    out_console.print(f"told session {full_id}; it reads the message before its next model call")
+
+
+def show_session(session_id: str, settings: Settings) -> None:
+    """``sciagent show`` of a session: its transcript."""
+    from sciagent.agent.journal import Journal
+
+    with Journal.in_workspace(settings.workspace.resolve()) as journal, exits_on_error():
+        out_console.print(transcript_table(journal, session_id))
+
+
+def settings_for(workspace: Path | None) -> Settings:
+    settings = load_settings()
+    return settings.model_copy(update={"workspace": workspace}) if workspace else settings
+
+
+def _options(
+    llm: str | None,
+    site: str | None,
+    budget: str,
+    max_steps: int,
+    approve_all: bool,
+    ask_user: Callable[[str], str] | None,
+) -> AskOptions:
+    try:
+        wall = parse_duration(budget)
+    except ValueError as exc:
+        fail(f"invalid --budget: {exc}")
+    return AskOptions(
+        llm=llm,
+        site=site,
+        budget=Budget(max_steps=max_steps, wall_time_s=wall),
+        approve=_always if approve_all else (_ask_terminal if sys.stdin.isatty() else None),
+        ask_user=ask_user,
+    )
+
+
+def _with_structure(question: str, structure: str | None) -> str:
+    return f"{question}\n(Structure: {structure})" if structure else question
+
+
+def _end(work: Callable[[], AskResult], as_json: bool) -> None:
+    """Run the session; 0 when it answered, 1 when it did not (budget, model failure), 2 for bad input."""
+    try:
+        result = work()
+    except SciagentError as exc:
+        if as_json:
+            typer.echo(json.dumps({"status": "failed", "error": str(exc), "exit_code": exit_code_for(exc)}))
+        fail(str(exc), exit_code_for(exc))
+    except KeyboardInterrupt:
+        fail("interrupted: `sciagent resume SESSION` continues it (see `sciagent runs`)", EXIT_FAILED)
+    _print(result, as_json)
+    if result.outcome.status != "answered":
+        fail(f"no answer: {result.outcome.reason} (see {result.report_md})", EXIT_FAILED)
+
+
+def _always(tool: Tool, arguments: dict[str, Any]) -> bool:
+    return True
+
+
+def _ask_terminal(tool: Tool, arguments: dict[str, Any]) -> bool:
+    shown = ", ".join(f"{key}={value}" for key, value in arguments.items())
+    return typer.confirm(f"run {tool.name}({shown}) [{tool.cost}]?", default=True, err=True)
+
+
+def _terminal_or_none() -> Callable[[str], str] | None:
+    """Questions from the agent go to the person at the terminal; without one, no one can answer."""
+    return _question_on_terminal if sys.stdin.isatty() else None
+
+
+def _question_on_terminal(question: str) -> str:
+    return typer.prompt(f"the agent asks: {question}", err=True)
+
+
+def _read_line(prompt: str) -> str:
+    """One line of input (the prompt on stderr); empty at the end of input."""
+    if prompt:
+        err_console.print(prompt, end="", highlight=False, markup=False)
+    line = sys.stdin.readline()
+    return line.strip()
+
+
+def _print(result: AskResult, as_json: bool) -> None:
+    outcome = result.outcome
+    if as_json:
+        summary = {
+            "session_id": result.session_id,
+            "status": outcome.status,
+            "answer": outcome.answer,
+            "reason": outcome.reason,
+            "tool_calls": [call.model_dump(mode="json") for call in outcome.tool_calls],
+            "unattributed_numbers": outcome.unattributed_numbers,
+            "steps": outcome.steps,
+            "tokens": outcome.tokens,
+            "results_json": str(result.results_json),
+            "report_md": str(result.report_md),
+        }
+        typer.echo(json.dumps(summary))
+        return
+    out_console.print(outcome.answer or f"(no answer: {outcome.reason})", highlight=False, markup=False,
+                      soft_wrap=True)  # fmt: skip
+    if outcome.unattributed_numbers:
+        out_console.print(
+            f"unattributed numbers (in no tool result): {', '.join(outcome.unattributed_numbers)}",
+            highlight=False,
+            markup=False,
+        )
+    out_console.print(f"session {result.session_id}: {result.session_dir}", highlight=False, markup=False,
+                      soft_wrap=True)  # fmt: skip
