@@ -26,13 +26,23 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field, create_model
+from pydantic import BaseModel, create_model
 
 from sciagent.agent.observations import REPEAT_NOTE, observation, readable, unattributed_numbers
+from sciagent.agent.steps import (
+    Approve,
+    Budget,
+    CallStatus,
+    PlannedCall,
+    Resumption,
+    SessionOutcome,
+    SessionRecorder,
+    ToolCallRecord,
+)
 from sciagent.errors import ModelError, StructuredOutputError
 from sciagent.llm.base import ChatModel, Message
 from sciagent.llm.structured import StructuredAnswer, ask_structured
@@ -53,117 +63,6 @@ SYSTEM_PROMPT = (
     "task id at once: wait for them with wait_for_task, then analyse them by task id. When you can "
     "answer, answer in a few sentences with the numbers and their units."
 )
-CallStatus = Literal["ok", "invalid", "failed", "repeated", "refused"]
-
-
-@dataclass(frozen=True)
-class Budget:
-    """When a session stops even without an answer."""
-
-    max_steps: int = 20
-    max_tokens: int = 200_000
-    wall_time_s: float = 3600.0
-    max_simulated_ns: float = 10.0
-
-
-class ToolCallRecord(BaseModel):
-    """One tool call as it happened: what was asked, and what came of it."""
-
-    step: int
-    call_id: str | None = None
-    tool: str
-    arguments: dict[str, Any]
-    status: CallStatus
-    result: dict[str, Any] | None = None
-    error: str | None = None
-
-
-class SessionOutcome(BaseModel):
-    """How a session ended."""
-
-    status: Literal["answered", "budget_exhausted", "failed"]
-    answer: str
-    reason: str | None = None
-    tool_calls: list[ToolCallRecord] = Field(default_factory=list)
-    unattributed_numbers: list[str] = Field(default_factory=list)
-    steps: int = 0
-    tokens: int = 0
-    wall_time_s: float = 0.0
-
-
-Approve = Callable[[Tool, dict[str, Any]], bool]
-
-
-@dataclass(frozen=True)
-class PlannedCall:
-    """A tool call the model asked for, before it runs.
-
-    Attributes:
-        call_id: unique in the session (``<step>.<n>``): what records and the journal key it by, since
-            the ids models give are unique only within one reply, if at all.
-        tool: the tool's name; raw: the arguments as sent.
-        native: it came as a native tool call, so its result is a ``tool`` message quoting ``wire_id``.
-        wire_id: the id the model gave the call (native calls).
-    """
-
-    call_id: str
-    tool: str
-    raw: dict[str, Any] | str
-    native: bool
-    wire_id: str = ""
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "call_id": self.call_id, "tool": self.tool, "raw": self.raw, "native": self.native,
-            "wire_id": self.wire_id,
-        }  # fmt: skip
-
-
-class SessionRecorder(Protocol):
-    """Where a session's steps go as they happen (the journal), and where messages told to it come from."""
-
-    def message(
-        self,
-        message: Message,
-        step: int,
-        *,
-        calls: Sequence[PlannedCall] = (),
-        result_of: str | None = None,
-        told: int | None = None,
-    ) -> None:
-        """A message joined the transcript at model turn ``step``; ``calls`` it asks for, the call it
-        answers, the ``sciagent tell`` message it was."""
-
-    def call_started(self, call: PlannedCall, step: int) -> None:
-        """A call is about to run (a kill now leaves it unfinished, and resume runs it)."""
-
-    def call_finished(self, record: ToolCallRecord) -> None:
-        """A call ended, whatever its status."""
-
-    def incoming(self) -> list[tuple[int, str]]:
-        """Messages the user sent the session since the last ones it read, with their ids."""
-
-
-@dataclass(frozen=True)
-class Resumption:
-    """A session as its recorder kept it: enough to go on where it stopped.
-
-    Attributes:
-        question: the session's first question.
-        messages: the transcript, system prompt first.
-        records: every tool call that finished.
-        awaiting: calls the last assistant message asked for whose results are not in the transcript.
-        steps: model turns taken. tokens: tokens spent.
-    """
-
-    question: str
-    messages: list[Message]
-    records: list[ToolCallRecord]
-    awaiting: list[PlannedCall]
-    steps: int
-    tokens: int
-
-
 @dataclass
 class Agent:
     """One session's loop: ``run`` a question, ``resume`` a recorded session, ``follow_up`` in a chat.
@@ -294,7 +193,7 @@ class Agent:
         raw = arguments.value.model_dump(mode="json")
         call = PlannedCall(f"{step}.1", name, raw, native=False)
         self._say(
-            {"role": "assistant", "content": json.dumps({"tool": name, "arguments": raw})}, calls=[call]
+            {"role": "assistant", "content": _call_in_words(name, raw)}, calls=[call]
         )
         self._perform([call], step)
         return None
@@ -364,13 +263,31 @@ class Agent:
 
     def _final_answer(self) -> str:
         """The answer, asked for outright as plain text (a schema adds nothing to prose, and a small
-        model's constrained string runs on to the token limit)."""
+        model's constrained string runs on to the token limit).
+
+        A model without native tool calls is shown the question and the results alone: after a run of
+        its own decisions in the transcript, a small model writes one more decision instead of an answer.
+        """
         prompt = {"role": "user", "content": f"The question: {self._question}\n{FINAL_PROMPT}"}
-        reply = self.model.chat([*self.messages, prompt], temperature=0.0, max_tokens=ANSWER_TOKENS)
+        if self.model.supports_native_tools:
+            asked = [*self.messages, prompt]
+        else:
+            asked = [self.messages[0], {"role": "user", "content": self._results_digest()}, prompt]
+        reply = self.model.chat(asked, temperature=0.0, max_tokens=ANSWER_TOKENS)
         self._tokens += reply.usage.prompt_tokens + reply.usage.completion_tokens
         answer = (reply.text or "").strip()
         self._say({"role": "assistant", "content": answer})
         return answer
+
+    def _results_digest(self) -> str:
+        """Every distinct tool result of the session as ``name: value`` lines, errors as their message."""
+        parts = [f"The question: {self._question}", "The tool results:"]
+        for record in self.records:
+            if record.status == "repeated":
+                continue
+            shown = readable(record.result) if record.result is not None else record.error
+            parts.append(f"{record.tool}({_arguments_in_words(record.arguments)}):\n{shown}")
+        return "\n".join(parts)
 
     def _read_incoming(self) -> None:
         """Put what the user told the session meanwhile (``sciagent tell``) before the next model call."""
@@ -488,6 +405,16 @@ def _as_dict(raw: dict[str, Any] | str) -> dict[str, Any]:
 
 def _as_text(raw: dict[str, Any] | str) -> str:
     return raw if isinstance(raw, str) else json.dumps(raw)
+
+
+def _call_in_words(tool: str, arguments: dict[str, Any]) -> str:
+    """A decided call as the transcript keeps it: a sentence, not JSON, so that a small model's final
+    answer, written after a run of these, is prose rather than one more JSON call."""
+    return f"I call {tool}({_arguments_in_words(arguments)})."
+
+
+def _arguments_in_words(arguments: dict[str, Any]) -> str:
+    return ", ".join(f"{key}={value}" for key, value in arguments.items())
 
 
 def _canonical(arguments: dict[str, Any]) -> str:

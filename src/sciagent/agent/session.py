@@ -17,7 +17,7 @@ from typing import Any
 
 from sciagent.agent.journal import Journal, ModelCall, digest_messages
 from sciagent.agent.journal_rows import one_line
-from sciagent.agent.loop import PlannedCall, Resumption, SessionOutcome, ToolCallRecord
+from sciagent.agent.steps import PlannedCall, Resumption, SessionOutcome, ToolCallRecord
 from sciagent.errors import ModelError, UserError
 from sciagent.llm.base import ChatModel, ChatResponse, Message, OutputSchema, ToolSpec
 

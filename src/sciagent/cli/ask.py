@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from sciagent.agent.loop import Budget
+from sciagent.agent.steps import Budget, approve_everything, with_structure
 from sciagent.cli.common import EXIT_FAILED, exit_code_for, exits_on_error, fail, load_settings
 from sciagent.cli.runs import transcript_table
 from sciagent.config import Settings
@@ -44,7 +44,7 @@ def ask_command(
     """Answer a question by letting the model call sciagent's tools; every number is checked."""
     settings = settings_for(workspace)
     options = _options(llm, site, budget, max_steps, approve_all, _terminal_or_none())
-    _end(lambda: ask(_with_structure(question, structure), options, settings), as_json)
+    _end(lambda: ask(with_structure(question, structure), options, settings), as_json)
 
 
 def resume_session(
@@ -86,7 +86,7 @@ def chat_command(
     )
     with (
         exits_on_error(),
-        open_session(settings, options, question=_with_structure(first, structure)) as session,
+        open_session(settings, options, question=with_structure(first, structure)) as session,
     ):
         err_console.print(f"session {session.record.session_id}", highlight=False)
         result = session.answer(session.agent.run(session.question))
@@ -140,13 +140,9 @@ def _options(
         llm=llm,
         site=site,
         budget=Budget(max_steps=max_steps, wall_time_s=wall),
-        approve=_always if approve_all else (_ask_terminal if sys.stdin.isatty() else None),
+        approve=approve_everything if approve_all else (_ask_terminal if sys.stdin.isatty() else None),
         ask_user=ask_user,
     )
-
-
-def _with_structure(question: str, structure: str | None) -> str:
-    return f"{question}\n(Structure: {structure})" if structure else question
 
 
 def _end(work: Callable[[], AskResult], as_json: bool) -> None:
@@ -162,10 +158,6 @@ def _end(work: Callable[[], AskResult], as_json: bool) -> None:
     _print(result, as_json)
     if result.outcome.status != "answered":
         fail(f"no answer: {result.outcome.reason} (see {result.report_md})", EXIT_FAILED)
-
-
-def _always(tool: Tool, arguments: dict[str, Any]) -> bool:
-    return True
 
 
 def _ask_terminal(tool: Tool, arguments: dict[str, Any]) -> bool:
@@ -204,6 +196,7 @@ def _print(result: AskResult, as_json: bool) -> None:
             "tokens": outcome.tokens,
             "results_json": str(result.results_json),
             "report_md": str(result.report_md),
+            "report_html": str(result.report_html),
         }
         typer.echo(json.dumps(summary))
         return
