@@ -88,7 +88,8 @@ def test_sciagent_tools_json_prints_the_catalogue() -> None:
     completed = subprocess.run([sys.executable, "-m", "sciagent", "tools", "--json"], capture_output=True,
                                text=True, timeout=120)  # fmt: skip
     assert completed.returncode == 0, completed.stderr
-    assert [entry["name"] for entry in json.loads(completed.stdout)] == [t.name for t in builtin_tools()]
+    names = [entry["name"] for entry in json.loads(completed.stdout)]
+    assert names == [t.name for t in builtin_tools()] + ["run_stability_study"]  # workflows after built-ins
     table = subprocess.run([sys.executable, "-m", "sciagent", "tools"], capture_output=True, text=True,
                            timeout=120)  # fmt: skip
     assert table.returncode == 0 and "structure_info" in table.stdout

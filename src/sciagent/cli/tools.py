@@ -9,14 +9,14 @@ import typer
 from rich.table import Table
 
 from sciagent.console import out_console
-from sciagent.tools.catalogue import builtin_tools
+from sciagent.workflows.catalogue import full_catalogue
 
 
 def tools(
     as_json: Annotated[bool, typer.Option("--json", help="names, descriptions and argument schemas")] = False,
 ) -> None:
     """List the tools the agent can call (and the MCP server serves)."""
-    described = builtin_tools().describe()
+    described = full_catalogue().describe()
     if as_json:
         typer.echo(json.dumps(described))
         return

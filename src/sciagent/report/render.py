@@ -77,8 +77,8 @@ def render_report(record: StudyRecord, out_dir: Path) -> ReportFiles:
         results_json=out_dir / "results.json",
         plots={plot.name: plot.path for plot in plots.plots},
     )
-    write_atomic(files.markdown, _environment(html=False).get_template("report.md.j2").render(context))
-    write_atomic(files.html, _environment(html=True).get_template("report.html.j2").render(context))
+    write_atomic(files.markdown, environment(html=False).get_template("report.md.j2").render(context))
+    write_atomic(files.html, environment(html=True).get_template("report.html.j2").render(context))
     write_atomic(files.results_json, results_json_text(record, rows, check))
     return files
 
@@ -128,7 +128,7 @@ def load_record(results_json: Path) -> StudyRecord:
         raise UserError(f"{path} holds an invalid study record: {exc}") from exc
 
 
-def _environment(*, html: bool) -> jinja2.Environment:
+def environment(*, html: bool) -> jinja2.Environment:
     """Templates from the package; HTML autoescapes, and every undefined name is an error."""
     environment = jinja2.Environment(
         loader=jinja2.PackageLoader("sciagent.report", "templates"),

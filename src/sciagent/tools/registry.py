@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from sciagent.config import Settings
 from sciagent.errors import SciagentError, UserError
 from sciagent.llm.base import ToolSpec
 
@@ -59,11 +60,14 @@ class ToolContext:
         tasks: the session's task board (``sciagent.tools.tasks``); None where no task may run.
         ask_user: puts a question to the person and returns the reply; None where no one can answer
             (a non-interactive run).
+        settings: the session's settings, for tools that run a whole workflow (its site and model-profile
+            tables); ``default_llm`` names the profile of the session's own model. None: no such tool runs.
     """
 
     session_dir: Path
     tasks: TaskBoard | None = None
     ask_user: Callable[[str], str] | None = None
+    settings: Settings | None = None
 
 
 @dataclass(frozen=True)

@@ -3,28 +3,30 @@
 A session is a run of the workspace journal (``sciagent.agent.session``) with a directory of its own
 (``sessions/<id>``): the file tools are confined to it, simulations write their runs there, and after
 each answer it holds ``results.json`` (the whole outcome: answer, every tool call with its arguments
-and result, unattributed numbers) and ``report.md`` (the same, for people).
+and result, unattributed numbers) and ``report.md`` / ``report.html`` (the same, for people).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from sciagent.agent.journal import Journal
-from sciagent.agent.loop import Agent, Approve, Budget, SessionOutcome
+from sciagent.agent.loop import Agent
 from sciagent.agent.session import JournalledModel, SessionJournal
-from sciagent.atomic import write_atomic
+from sciagent.agent.steps import Approve, Budget, SessionOutcome
 from sciagent.config import Settings
 from sciagent.llm.base import ChatModel
 from sciagent.llm.profiles import make_model
 from sciagent.science.spec import MDSpec
-from sciagent.tools.catalogue import builtin_tools
 from sciagent.tools.registry import ToolContext
 from sciagent.tools.tasks import BoardTask, TaskBoard
+from sciagent.workflows.catalogue import full_catalogue
 from sciagent.workflows.dialects import recall_dialect, remember_dialect
+from sciagent.workflows.session_report import write_session_report
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,10 @@ class AskResult:
     @property
     def report_md(self) -> Path:
         return self.session_dir / "report.md"
+
+    @property
+    def report_html(self) -> Path:
+        return self.session_dir / "report.html"
 
 
 def ask(question: str, options: AskOptions, settings: Settings) -> AskResult:
@@ -97,17 +103,18 @@ class OpenSession:
     session_dir: Path
     model: ChatModel
     question: str
+    provenance: dict[str, Any]
 
     def answer(self, outcome: SessionOutcome) -> AskResult:
-        """Close the turn: the journal's status, the dialect the endpoint answered in, the files."""
+        """Close the turn: the journal's status, the dialect the endpoint answered in, the reports."""
         self.record.finish(outcome)
         remember_dialect(self.record.journal, self.model)
-        result = AskResult(
-            self.record.session_id, self.session_dir, self.model.model_id, self.question, outcome
-        )
-        write_atomic(result.results_json, outcome.model_dump_json(indent=2))
-        write_atomic(result.report_md, _report(result))
-        return result
+        session_id, model_id = self.record.session_id, self.model.model_id
+        write_session_report(
+            self.session_dir, session_id=session_id, question=self.question, model_id=model_id,
+            outcome=outcome, provenance=self.provenance,
+        )  # fmt: skip
+        return AskResult(session_id, self.session_dir, model_id, self.question, outcome)
 
     def follow_up(self, text: str) -> AskResult:
         """The next question of a chat, in the same session."""
@@ -140,17 +147,20 @@ def open_session(
         try:
             for task in journal.tasks(record.session_id):
                 board.reattach(task.key, task.executor, MDSpec.model_validate(task.spec["spec"]))
+            # The session's own profile is the one a workflow tool (a whole study) asks too.
+            own = settings.model_copy(update={"default_llm": llm})
+            context = ToolContext(session_dir, tasks=board, ask_user=options.ask_user, settings=own)
             agent = Agent(
                 model=JournalledModel(model, record),
-                tools=builtin_tools(),
-                context=ToolContext(session_dir=session_dir, tasks=board, ask_user=options.ask_user),
+                tools=full_catalogue(),
+                context=context,
                 budget=options.budget,
                 approve=options.approve,
                 recorder=record,
             )
-            yield OpenSession(
-                record, agent, session_dir, model, question or journal.get_run(record.session_id).goal
-            )
+            provenance = {"profile": llm, "site": site, "budget": asdict(options.budget)}
+            asked = question or journal.get_run(record.session_id).goal
+            yield OpenSession(record, agent, session_dir, model, asked, provenance)
         except KeyboardInterrupt:
             journal.set_run_status(record.session_id, "interrupted", "stopped by the user (Ctrl-C)")
             raise
@@ -165,25 +175,3 @@ def _journal_task(record: SessionJournal) -> Callable[[BoardTask], None]:
         record.journal.update_task(row, status="running", attempts=1)
 
     return submitted
-
-
-def _report(result: AskResult) -> str:
-    outcome = result.outcome
-    lines = [
-        f"# sciagent session {result.session_id}",
-        "",
-        f"**Question.** {result.question}",
-        "",
-        f"**Answer** ({outcome.status}; model {result.model_id}). {outcome.answer or outcome.reason or ''}",
-        "",
-    ]
-    if outcome.unattributed_numbers:
-        listed = ", ".join(outcome.unattributed_numbers)
-        lines += [f"**Unattributed numbers** (in no tool result of this session): {listed}", ""]
-    lines += ["## Tool calls", "", "| step | tool | arguments | status |", "|---|---|---|---|"]
-    for call in outcome.tool_calls:
-        arguments = ", ".join(f"{k}={v}" for k, v in call.arguments.items())
-        status = call.status if call.error is None else f"{call.status}: {call.error[:120]}"
-        lines.append(f"| {call.step} | {call.tool} | {arguments} | {status} |")
-    lines += ["", f"{outcome.steps} steps, {outcome.tokens:,} tokens, {outcome.wall_time_s:.1f} s.", ""]
-    return "\n".join(lines)
