@@ -153,6 +153,14 @@ def test_a_wrong_number_fails_its_checks_in_the_table_and_the_journal(tmp_path: 
     assert step.summary == "villin-atoms: 1/3 checks"
     assert [check["passed"] for check in step.data["checks"]] == [True, False, False]
 
+    # The run is listed as an evaluation, and resume (for studies and sessions) says it is not resumed.
+    sciagent = [sys.executable, "-m", "sciagent"]
+    listed = subprocess.run([*sciagent, "runs"], cwd=tmp_path, capture_output=True, text=True)
+    assert run.id in listed.stdout and "eval" in listed.stdout
+    resumed = subprocess.run([*sciagent, "resume", run.id], cwd=tmp_path, capture_output=True, text=True,
+                             stdin=subprocess.DEVNULL)  # fmt: skip
+    assert resumed.returncode == 2 and "is an evaluation: evaluations are not resumed" in resumed.stderr
+
 
 # A check as a suite writes it -> whether the wrong session passes it, and words of the evidence.
 ST = "{kind: answer_number, tool: structure_info"

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, get_args
 
+from sciagent.llm.base import ChatResponse
+
 RunStatus = Literal["running", "completed", "failed", "interrupted"]
 StepStatus = Literal["running", "completed", "failed", "skipped"]
 TaskStatus = Literal["pending", "running", "completed", "failed", "cancelled"]
@@ -123,6 +125,26 @@ class ModelCall:
     outcome: CallOutcome
     error: str | None = None
     attempt: int = 1
+
+    @classmethod
+    def of(
+        cls, purpose: str, model_id: str, prompt_digest: str, response: ChatResponse | None, *,
+        raw_reply: str, outcome: str, error: str | None = None, attempt: int = 1,
+    ) -> ModelCall:
+        """The call as a response (or none: a fallback, a failed request) tells it; with no response,
+        time and tokens are unknown, not zero."""
+        return cls(
+            purpose=purpose,
+            model_id=model_id,
+            prompt_digest=prompt_digest,
+            latency_s=response.latency_s if response else None,
+            prompt_tokens=response.usage.prompt_tokens if response else None,
+            completion_tokens=response.usage.completion_tokens if response else None,
+            raw_reply=raw_reply,
+            outcome=outcome,  # type: ignore[arg-type]  # checked in __post_init__
+            error=error,
+            attempt=attempt,
+        )
 
     def __post_init__(self) -> None:
         check_choice("ModelCall.outcome", self.outcome, CALL_OUTCOMES)

@@ -22,12 +22,18 @@ from sciagent.errors import ModelError, UserError
 from sciagent.llm.base import ChatModel, ChatResponse, Message, OutputSchema, ToolSpec
 
 SESSION_KIND = "session"
+EVAL_KIND = "eval"  # an evaluation run (workflows/evaluate.py); runs without a kind are studies
 TELL = "tell"
 INTERRUPTED = "interrupted: the process ended before this call finished (resume runs it again)"
 
 
+def run_kind(config: dict[str, Any]) -> str:
+    """What a journal run is, from its config: ``session``, ``eval`` or ``study``."""
+    return str(config.get("kind") or "study")
+
+
 def is_session(config: dict[str, Any]) -> bool:
-    return config.get("kind") == SESSION_KIND
+    return run_kind(config) == SESSION_KIND
 
 
 @dataclass
@@ -193,15 +199,7 @@ class JournalledModel:
     def _record(
         self, digest: str, reply: ChatResponse | None, raw: str, outcome: str, error: str | None
     ) -> None:
-        call = ModelCall(
-            purpose=self.purpose,
-            model_id=self.model.model_id,
-            prompt_digest=digest,
-            latency_s=reply.latency_s if reply else None,
-            prompt_tokens=reply.usage.prompt_tokens if reply else None,
-            completion_tokens=reply.usage.completion_tokens if reply else None,
-            raw_reply=raw,
-            outcome=outcome,  # type: ignore[arg-type]
-            error=error,
+        call = ModelCall.of(
+            self.purpose, self.model.model_id, digest, reply, raw_reply=raw, outcome=outcome, error=error
         )
         self.session.journal.record_model_call(self.session.session_id, None, call)

@@ -9,7 +9,7 @@ from rich.text import Text
 
 from sciagent.agent.journal import Journal
 from sciagent.agent.journal_rows import one_line
-from sciagent.agent.session import is_session
+from sciagent.agent.session import run_kind
 
 # Colour by outcome so a failure stands out in a long timeline.
 _STATUS_STYLES = {
@@ -58,8 +58,8 @@ def runs_table(journal: Journal, limit: int = 50) -> Table:
         if counts.get("failed"):
             tasks += f" ({counts['failed']} failed)"
         started = _clock(run.created_at, with_date=True)
-        kind = "session" if is_session(run.config) else "study"
-        table.add_row(run.id, kind, started, _status(run.status), _duration(run.duration_s), tasks, run.goal)
+        status, duration = _status(run.status), _duration(run.duration_s)
+        table.add_row(run.id, run_kind(run.config), started, status, duration, tasks, run.goal)
     return table
 
 

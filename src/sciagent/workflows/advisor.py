@@ -121,17 +121,8 @@ class ModelAdvisor:
         error: str | None = None,
         response: ChatResponse | None = None,
     ) -> None:
-        call = ModelCall(
-            purpose=purpose,
-            model_id=self.model.model_id,
-            prompt_digest=digest,
-            # No response (a fallback, a failed request): time and tokens are unknown, not zero.
-            latency_s=response.latency_s if response else None,
-            prompt_tokens=response.usage.prompt_tokens if response else None,
-            completion_tokens=response.usage.completion_tokens if response else None,
-            raw_reply=raw_reply,
-            outcome=outcome,
-            error=error,
-            attempt=attempt,
-        )
+        call = ModelCall.of(
+            purpose, self.model.model_id, digest, response,
+            raw_reply=raw_reply, outcome=outcome, error=error, attempt=attempt,
+        )  # fmt: skip
         self._journal.record_model_call(self._run_id, step_id, call)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from sciagent.agent.evaluation import EvalTask, Suite, TaskScore, load_suite, score_task
 from sciagent.agent.journal import Journal
+from sciagent.agent.session import EVAL_KIND
 from sciagent.agent.steps import Budget, approve_everything
 from sciagent.config import Settings
 from sciagent.errors import SciagentError
@@ -78,7 +79,7 @@ def evaluate_suite(
         ConfigError, ModelError: the profile cannot be used (the run is journalled as failed).
     """
     options = EvalOptions(llm=options.llm or settings.default_llm, site=options.site)
-    config = {"kind": "eval", "suite": suite.name, "llm": options.llm, "site": options.site}
+    config = {"kind": EVAL_KIND, "suite": suite.name, "llm": options.llm, "site": options.site}
     with Journal.in_workspace(settings.workspace) as journal:
         run_id = journal.create_run(f"eval {suite.name}", config | {"tasks": [t.id for t in suite.tasks]})
         scores: list[TaskScore] = []
