@@ -37,3 +37,11 @@ def openai_server():
 
     with OpenAIServer() as server:
         yield server
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster(tmp_path_factory: pytest.TempPathFactory):
+    """A running single-node Slurm; yields the environment its commands need (see tests/slurm_cluster.py)."""
+    from slurm_cluster import running_slurm
+
+    yield from running_slurm(tmp_path_factory)

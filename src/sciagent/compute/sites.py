@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from sciagent.compute.scheduler.policy import SchedulerPolicy
 from sciagent.errors import ConfigError, SciagentError
 from sciagent.overlay import overlay_builtins
 from sciagent.science.spec import PlatformName
@@ -95,6 +96,9 @@ class SiteConfig(BaseModel):
             network) whose IPv4 address the workers connect to, looked up when the executor is
             built (Parsl's ``address_by_interface``), so one template works on every login node.
             Facility login nodes have several networks and the compute nodes reach only some.
+        policy: ``[sites.NAME.policy]``, what the batch-job tools may do there (``SchedulerPolicy``:
+            most jobs per queue, least seconds between submissions, no resubmission of a failed
+            job before a diagnosis, only sciagent's own jobs, how often monitoring polls).
         encrypted: CurveZMQ encryption and authentication of the traffic between this machine's
             Parsl interchange and the workers (HTEX ``encrypted``). Tasks and results are pickles
             and cross the facility network; without it anyone who can reach the interchange's port
@@ -132,6 +136,7 @@ class SiteConfig(BaseModel):
     address: str | None = None
     interface: str | None = None
     encrypted: bool | None = None
+    policy: SchedulerPolicy = Field(default_factory=SchedulerPolicy)
 
     @field_validator("walltime")
     @classmethod
