@@ -8,11 +8,12 @@ What ``./sciagent.toml`` may not do on its own (send a built-in credential elsew
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
 import platformdirs
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -26,7 +27,7 @@ else:  # pragma: no cover - Python 3.10 reads TOML with tomli, as pydantic-setti
     import tomli as tomllib
 
 from sciagent.compute.sites import SiteConfig, overlay_builtin_sites
-from sciagent.config_trust import guard_profiles, read_config_files, warn_about_sites
+from sciagent.config_trust import guard_profiles, read_config_files, warn_about_mcp_commands, warn_about_sites
 from sciagent.llm.profiles import LLMProfile, overlay_builtin_profiles
 
 
@@ -36,6 +37,34 @@ class StudySettings(BaseModel):
     transient_retries: int = Field(default=2, ge=0, le=10, description="re-runs after a lost worker")
     adaptation_rounds: int = Field(default=2, ge=0, le=10, description="fixes tried after a blow-up")
     extensions: int = Field(default=1, ge=0, le=10, description="longer runs when there is no verdict yet")
+
+
+_MCP_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+class McpServerConfig(BaseModel):
+    """``[mcp.NAME]``: an external MCP server whose tools a session may add (``--mcp NAME``).
+
+    Either ``command`` (started as a child speaking MCP on stdin/stdout, ended with the session) or
+    ``url`` (streamable HTTP, with the bearer token read from the env var ``token_env``). ``tools``
+    lists the server's tools the model may see; none: all of them.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    command: list[str] | None = Field(default=None, min_length=1, description="program and arguments")
+    url: str | None = Field(default=None, pattern=r"^https?://", description="the server's MCP endpoint")
+    token_env: str | None = Field(default=None, min_length=1, description="env var holding the bearer token")
+    tools: list[str] | None = Field(default=None, description="allow-list of the server's tool names")
+    timeout_s: float = Field(default=30.0, gt=0, le=3600, description="longest wait for any one answer")
+
+    @model_validator(mode="after")
+    def _one_transport(self) -> McpServerConfig:
+        if (self.command is None) == (self.url is None):
+            raise ValueError("give either command (a program to start) or url (streamable HTTP), not both")
+        if self.token_env and self.url is None:
+            raise ValueError("token_env goes with url: a command's server needs no bearer token")
+        return self
 
 
 def user_config_file() -> Path:
@@ -73,6 +102,7 @@ class Settings(BaseSettings):
     ``sciagent.llm.profiles``); ``default_llm`` names the profile used when none is given.
     ``sites`` holds the user's ``[sites.NAME]`` tables, laid over the built-in sites of
     ``sciagent.compute.sites`` in the same way. ``study`` holds the ``[study]`` retry limits.
+    ``mcp`` holds the ``[mcp.NAME]`` external MCP servers a session may use.
     """
 
     # hide_input_in_errors: a misplaced API key in a config table must not be echoed by a validation error.
@@ -84,6 +114,7 @@ class Settings(BaseSettings):
     default_llm: str = "embedded"
     sites: dict[str, SiteConfig] = Field(default_factory=dict)
     study: StudySettings = Field(default_factory=StudySettings)
+    mcp: dict[str, McpServerConfig] = Field(default_factory=dict)
 
     @field_validator("llm", mode="before")
     @classmethod
@@ -96,12 +127,23 @@ class Settings(BaseSettings):
     def _over_builtin_sites(cls, value: object) -> object:
         return overlay_builtin_sites(value)
 
+    @field_validator("mcp")
+    @classmethod
+    def _server_names(cls, value: dict[str, McpServerConfig]) -> dict[str, McpServerConfig]:
+        for name in value:
+            if not _MCP_NAME.match(name):
+                raise ValueError(
+                    f"[mcp.{name}]: the name prefixes its tools (NAME.tool): use lower_snake_case"
+                )
+        return value
+
     @model_validator(mode="after")
     def _guard_project_config(self) -> Settings:
         # A cloned directory's sciagent.toml must not send the user's credentials elsewhere.
         files = read_config_files(project_config_file(), user_config_file())
         self.llm = guard_profiles(self.llm, files)
         warn_about_sites(self.sites, files)
+        warn_about_mcp_commands(files)
         return self
 
     @classmethod

@@ -10,7 +10,8 @@ direnv and mise do for their project files, sciagent trusts the user's config, n
   env var of a built-in profile such as ``OPENAI_API_KEY`` or ``ALCF_ACCESS_TOKEN``) at an endpoint
   the user's config and the built-ins do not name gets the credential withheld: the profile can
   still be listed, but using it is a one-line ``ConfigError`` saying why and how to trust the file;
-- a project file that sets a site's ``worker_init`` is named in a warning (file and field);
+- a project file that sets a site's ``worker_init``, or an ``[mcp.NAME]`` server's ``command`` (a
+  program a session with ``--mcp NAME`` starts), is named in a warning (file and field);
 - both are said once per process.
 
 Trust comes from the user, never from the project file itself: ``--trust-local-config`` (or
@@ -113,6 +114,25 @@ def warn_about_sites(sites: Mapping[str, SiteConfig], files: ConfigFiles) -> Non
             )
 
 
+def warn_about_mcp_commands(files: ConfigFiles) -> None:
+    """Name each MCP server whose ``command`` (a program started as you) comes from the project file alone."""
+    project_servers = files.project_tables.get("mcp", {})
+    if not isinstance(project_servers, dict) or files.project_trusted:
+        return
+    for name, table in project_servers.items():
+        if not isinstance(table, dict) or "command" not in table:
+            continue
+        if table["command"] != _reference(files, "mcp", name, "command"):
+            _say_once(
+                logging.WARNING,
+                "%s sets mcp.%s.command: a program sciagent starts as you when a session uses --mcp %s; "
+                "read it first (--trust-local-config silences this)",
+                str(files.project.resolve()),
+                name,
+                name,
+            )
+
+
 def _builtin_credential(profile: LLMProfile) -> str | None:
     """The built-in credential ``profile`` would send, named for a message; None if it sends none."""
     if profile.kind != "openai":
@@ -130,7 +150,7 @@ def _reference(files: ConfigFiles, section: str, name: str, field: str) -> objec
     user_entry = user_table.get(name, {}) if isinstance(user_table, dict) else {}
     if isinstance(user_entry, dict) and field in user_entry:
         return user_entry[field]
-    builtins: Mapping[str, Any] = BUILTIN_PROFILES if section == "llm" else BUILTIN_SITES
+    builtins: Mapping[str, Any] = {"llm": BUILTIN_PROFILES, "sites": BUILTIN_SITES}.get(section, {})
     builtin = builtins.get(name)
     return getattr(builtin, field) if builtin is not None else None
 

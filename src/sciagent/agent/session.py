@@ -23,6 +23,7 @@ from sciagent.llm.base import ChatModel, ChatResponse, Message, OutputSchema, To
 
 SESSION_KIND = "session"
 EVAL_KIND = "eval"  # an evaluation run (workflows/evaluate.py); runs without a kind are studies
+MCP_KIND = "mcp"  # the MCP server's record of a workspace (workflows/mcp_session.py)
 TELL = "tell"
 INTERRUPTED = "interrupted: the process ended before this call finished (resume runs it again)"
 

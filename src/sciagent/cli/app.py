@@ -15,7 +15,7 @@ import typer
 from pydantic import ValidationError
 
 from sciagent.agent.journal import JOURNAL_FILENAME, Journal
-from sciagent.agent.session import is_session
+from sciagent.agent.session import EVAL_KIND, MCP_KIND, SESSION_KIND, run_kind
 from sciagent.cli import ask as cli_ask
 from sciagent.cli import eval as cli_eval
 from sciagent.cli import study as cli_study
@@ -30,6 +30,7 @@ from sciagent.cli.common import (
     load_settings,
 )
 from sciagent.cli.llm import auth_app, llm_app
+from sciagent.cli.mcp import mcp_app
 from sciagent.cli.sites import sites_app
 from sciagent.compute.sites import make_executor, resolve_site
 from sciagent.config_trust import TRUST_ENV
@@ -58,6 +59,7 @@ app.command("tell")(cli_ask.tell_command)
 app.add_typer(llm_app, name="llm")
 app.add_typer(auth_app, name="auth")
 app.add_typer(sites_app, name="sites")
+app.add_typer(mcp_app, name="mcp")
 
 # MDSpec field → the flag a user typed, so a validation error names what the user can change.
 _FLAG_FOR_FIELD = {
@@ -123,8 +125,13 @@ def resume(
     as_json: cli_study.JsonOption = False,
 ) -> None:
     """Continue an interrupted study or ask/chat session: finished work is kept, not done again."""
-    if _is_session(run_id, workspace):
+    kind = _run_kind(run_id, workspace)
+    if kind == SESSION_KIND:
         cli_ask.resume_session(run_id, llm, site, budget or "30m", max_steps, approve_all, workspace, as_json)
+    elif kind == EVAL_KIND:
+        fail(f"{run_id} is an evaluation: evaluations are not resumed, run `sciagent eval` again")
+    elif kind == MCP_KIND:
+        fail(f"{run_id} is the MCP server's record: `sciagent mcp serve` takes its simulations up again")
     else:
         cli_study.resume(run_id, llm, site, budget, approve, workspace, as_json)
 
@@ -135,23 +142,24 @@ def show(
     workspace: cli_study.WorkspaceOption = None,
 ) -> None:
     """The timeline of a study (steps, model calls, simulations) or the transcript of a session."""
-    if _is_session(run_id, workspace):
+    if _run_kind(run_id, workspace) == SESSION_KIND:
         cli_ask.show_session(run_id, cli_ask.settings_for(workspace))
     else:
         cli_study.show(run_id, workspace)
 
 
-def _is_session(run_id: str, workspace: Path | None) -> bool:
-    """Whether ``run_id`` names an ask/chat session (an unknown id is left to the study command's error)."""
+def _run_kind(run_id: str, workspace: Path | None) -> str:
+    """What ``run_id`` names: ``session``, ``eval`` or ``study`` (also for an unknown id, which the
+    study command then reports in its one line)."""
     settings = cli_ask.settings_for(workspace)
     path = settings.workspace.resolve() / JOURNAL_FILENAME
     if not path.exists():
-        return False
+        return "study"
     with Journal(path) as journal:
         try:
-            return is_session(journal.get_run(run_id).config)
+            return run_kind(journal.get_run(run_id).config)
         except SciagentError:
-            return False
+            return "study"
 
 
 @app.command()

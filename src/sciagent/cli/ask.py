@@ -28,6 +28,10 @@ ApproveAllOption = Annotated[bool, typer.Option("--approve-all", help="run simul
 WorkspaceOption = Annotated[Path | None, typer.Option("--workspace", help="where sessions live")]
 JsonOption = Annotated[bool, typer.Option("--json", help="print exactly one JSON object at the end")]
 StructureOption = Annotated[str | None, typer.Option("--structure", help="name, PDB id or file")]
+McpOption = Annotated[
+    list[str] | None,
+    typer.Option("--mcp", help="add the tools of the [mcp.NAME] server in sciagent.toml (repeatable)"),
+]
 
 
 def ask_command(
@@ -38,12 +42,13 @@ def ask_command(
     budget: BudgetOption = "30m",
     max_steps: MaxStepsOption = 20,
     approve_all: ApproveAllOption = False,
+    mcp: McpOption = None,
     workspace: WorkspaceOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Answer a question by letting the model call sciagent's tools; every number is checked."""
     settings = settings_for(workspace)
-    options = _options(llm, site, budget, max_steps, approve_all, _terminal_or_none())
+    options = _options(llm, site, budget, max_steps, approve_all, _terminal_or_none(), mcp)
     _end(lambda: ask(with_structure(question, structure), options, settings), as_json)
 
 
@@ -70,6 +75,7 @@ def chat_command(
     budget: BudgetOption = "2h",
     max_steps: MaxStepsOption = 50,
     approve_all: ApproveAllOption = False,
+    mcp: McpOption = None,
     workspace: WorkspaceOption = None,
 ) -> None:
     """A conversation with the agent: one question a line (an empty line or end of input ends it).
@@ -82,7 +88,7 @@ def chat_command(
     if not first:
         return
     options = _options(
-        llm, site, budget, max_steps, approve_all, lambda q: _read_line(f"agent asks: {q}\n> ")
+        llm, site, budget, max_steps, approve_all, lambda q: _read_line(f"agent asks: {q}\n> "), mcp
     )
     with (
         exits_on_error(),
@@ -131,6 +137,7 @@ def _options(
     max_steps: int,
     approve_all: bool,
     ask_user: Callable[[str], str] | None,
+    mcp: list[str] | None = None,
 ) -> AskOptions:
     try:
         wall = parse_duration(budget)
@@ -142,6 +149,7 @@ def _options(
         budget=Budget(max_steps=max_steps, wall_time_s=wall),
         approve=approve_everything if approve_all else (_ask_terminal if sys.stdin.isatty() else None),
         ask_user=ask_user,
+        mcp=tuple(mcp or ()),
     )
 
 

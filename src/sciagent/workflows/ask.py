@@ -21,11 +21,13 @@ from sciagent.agent.steps import Approve, Budget, SessionOutcome
 from sciagent.config import Settings
 from sciagent.llm.base import ChatModel
 from sciagent.llm.profiles import make_model
+from sciagent.mcp.client import check_names
 from sciagent.science.spec import MDSpec
-from sciagent.tools.registry import ToolContext
+from sciagent.tools.registry import ToolContext, ToolRegistry
 from sciagent.tools.tasks import BoardTask, TaskBoard
 from sciagent.workflows.catalogue import full_catalogue
 from sciagent.workflows.dialects import recall_dialect, remember_dialect
+from sciagent.workflows.mcp_tools import session_mcp_tools
 from sciagent.workflows.session_report import write_session_report
 
 
@@ -42,6 +44,7 @@ class AskOptions:
     budget: Budget = field(default_factory=Budget)
     approve: Approve | None = None
     ask_user: Callable[[str], str] | None = None
+    mcp: tuple[str, ...] = ()  # [mcp.NAME] servers whose tools join the catalogue (NAME.tool)
 
 
 @dataclass(frozen=True)
@@ -135,32 +138,37 @@ def open_session(
             record = SessionJournal.open(journal, session_id)
             config = record.config
             llm, site = options.llm or config.get("llm"), options.site or config.get("site", "local")
+            servers = options.mcp or tuple(config.get("mcp", ()))  # the session's own, unless told others
         else:
             llm, site = options.llm or settings.default_llm, options.site or "local"
+            servers = options.mcp
         model = make_model(llm, settings.llm)  # before the session exists: a bad profile leaves nothing
+        check_names(servers, settings.mcp)  # and so does an unknown --mcp
         recall_dialect(journal, model)
         if session_id is None:
-            record = SessionJournal.create(journal, question or "", {"llm": llm, "site": site})
+            config = {"llm": llm, "site": site, "mcp": list(servers)}
+            record = SessionJournal.create(journal, question or "", config)
         session_dir = workspace / "sessions" / record.session_id
         session_dir.mkdir(parents=True, exist_ok=True)
-        board = TaskBoard(session_dir, settings.sites, default_site=site, on_submit=_journal_task(record))
+        board = TaskBoard(session_dir, settings.sites, default_site=site, on_submit=journal_task(record))
         try:
             for task in journal.tasks(record.session_id):
                 board.reattach(task.key, task.executor, MDSpec.model_validate(task.spec["spec"]))
             # The session's own profile is the one a workflow tool (a whole study) asks too.
             own = settings.model_copy(update={"default_llm": llm})
             context = ToolContext(session_dir, tasks=board, ask_user=options.ask_user, settings=own)
-            agent = Agent(
-                model=JournalledModel(model, record),
-                tools=full_catalogue(),
-                context=context,
-                budget=options.budget,
-                approve=options.approve,
-                recorder=record,
-            )
-            provenance = {"profile": llm, "site": site, "budget": asdict(options.budget)}
-            asked = question or journal.get_run(record.session_id).goal
-            yield OpenSession(record, agent, session_dir, model, asked, provenance)
+            with session_mcp_tools(settings, servers, record) as external:
+                agent = Agent(
+                    model=JournalledModel(model, record),
+                    tools=ToolRegistry.of([*full_catalogue(), *external]),
+                    context=context,
+                    budget=options.budget,
+                    approve=options.approve,
+                    recorder=record,
+                )
+                provenance = {"profile": llm, "site": site, "budget": asdict(options.budget)}
+                asked = question or journal.get_run(record.session_id).goal
+                yield OpenSession(record, agent, session_dir, model, asked, provenance)
         except KeyboardInterrupt:
             journal.set_run_status(record.session_id, "interrupted", "stopped by the user (Ctrl-C)")
             raise
@@ -168,7 +176,7 @@ def open_session(
             board.close()
 
 
-def _journal_task(record: SessionJournal) -> Callable[[BoardTask], None]:
+def journal_task(record: SessionJournal) -> Callable[[BoardTask], None]:
     def submitted(task: BoardTask) -> None:
         spec = task.spec.model_dump(mode="json") if task.spec else {}
         row = record.journal.add_task(record.session_id, task.task_id, {"spec": spec}, task.site)
