@@ -98,39 +98,43 @@ def guard_profiles(profiles: dict[str, LLMProfile], files: ConfigFiles) -> dict[
 
 def warn_about_sites(sites: Mapping[str, SiteConfig], files: ConfigFiles) -> None:
     """Name each site whose ``worker_init`` (shell on its nodes) comes from the project file alone."""
-    project_sites = files.project_tables.get("sites", {})
-    if not isinstance(project_sites, dict) or files.project_trusted:
-        return
-    for name, table in project_sites.items():
-        if not isinstance(table, dict) or "worker_init" not in table or name not in sites:
-            continue
-        if table["worker_init"] != _reference(files, "sites", name, "worker_init"):
-            _say_once(
-                logging.WARNING,
-                "%s sets sites.%s.worker_init: shell that runs on that site's nodes as you; read it "
-                "before using the site (--trust-local-config silences this)",
-                str(files.project.resolve()),
-                name,
-            )
+    for name in _set_by_project_alone(files, "sites", "worker_init", known=sites):
+        _say_once(
+            logging.WARNING,
+            "%s sets sites.%s.worker_init: shell that runs on that site's nodes as you; read it "
+            "before using the site (--trust-local-config silences this)",
+            str(files.project.resolve()),
+            name,
+        )
 
 
 def warn_about_mcp_commands(files: ConfigFiles) -> None:
     """Name each MCP server whose ``command`` (a program started as you) comes from the project file alone."""
-    project_servers = files.project_tables.get("mcp", {})
-    if not isinstance(project_servers, dict) or files.project_trusted:
-        return
-    for name, table in project_servers.items():
-        if not isinstance(table, dict) or "command" not in table:
-            continue
-        if table["command"] != _reference(files, "mcp", name, "command"):
-            _say_once(
-                logging.WARNING,
-                "%s sets mcp.%s.command: a program sciagent starts as you when a session uses --mcp %s; "
-                "read it first (--trust-local-config silences this)",
-                str(files.project.resolve()),
-                name,
-                name,
-            )
+    for name in _set_by_project_alone(files, "mcp", "command"):
+        _say_once(
+            logging.WARNING,
+            "%s sets mcp.%s.command: a program sciagent starts as you when a session uses --mcp %s; "
+            "read it first (--trust-local-config silences this)",
+            str(files.project.resolve()),
+            name,
+            name,
+        )
+
+
+def _set_by_project_alone(
+    files: ConfigFiles, section: str, field: str, known: Mapping[str, object] | None = None
+) -> list[str]:
+    """The ``[section.NAME]`` tables of an untrusted project file whose ``field`` differs from what the
+    user's own config or the built-ins say (only names in ``known``, when given)."""
+    tables = files.project_tables.get(section, {})
+    if not isinstance(tables, dict) or files.project_trusted:
+        return []
+    return [
+        name
+        for name, table in tables.items()
+        if isinstance(table, dict) and field in table and (known is None or name in known)
+        and table[field] != _reference(files, section, name, field)
+    ]
 
 
 def _builtin_credential(profile: LLMProfile) -> str | None:
