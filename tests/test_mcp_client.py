@@ -68,8 +68,8 @@ def test_an_external_servers_tools_join_the_session_namespaced_and_allow_listed(
     tmp_path: Path, openai_server
 ) -> None:
     openai_server.script(
-        tool_call_reply("ext.add", {"a": 2, "b": 3}),
-        tool_call_reply("ext.refuse", {"reason": "testing"}),
+        tool_call_reply("ext__add", {"a": 2, "b": 3}),
+        tool_call_reply("ext__refuse", {"reason": "testing"}),
         text_reply("The sum is 5."),
     )
     cwd = _workspace(tmp_path, openai_server.base_url, _stdio_table(tmp_path))
@@ -82,10 +82,11 @@ def test_an_external_servers_tools_join_the_session_namespaced_and_allow_listed(
 
     first, second, third = openai_server.chat_requests()
     offered = {tool["function"]["name"]: tool["function"] for tool in first.body["tools"]}
-    assert {"ext.add", "ext.refuse", "ext.die"} <= set(offered) and "ext.shout" not in offered  # allow-list
+    # allow-listed, and named as OpenAI's API allows (ext.add goes out as ext__add; see wire_name)
+    assert {"ext__add", "ext__refuse", "ext__die"} <= set(offered) and "ext__shout" not in offered
     assert "structure_info" in offered  # the catalogue is all there too
-    assert offered["ext.add"]["parameters"]["required"] == ["a", "b"]  # the server's own schema
-    assert offered["ext.add"]["description"] == "[MCP server ext] Add two integers."
+    assert offered["ext__add"]["parameters"]["required"] == ["a", "b"]  # the server's own schema
+    assert offered["ext__add"]["description"] == "[MCP server ext] Add two integers."
     assert '"total": 5' in _tool_messages(second)[0]
     assert "refused on purpose: testing" in _tool_messages(third)[-1]
     assert _children_of(tmp_path / "ext_server.py") == ""  # the child ended with the session
@@ -96,8 +97,8 @@ def test_a_server_that_cannot_start_or_dies_is_an_observation_and_the_session_an
     tmp_path: Path, openai_server
 ) -> None:
     openai_server.script(
-        tool_call_reply("ext.die", {}),
-        tool_call_reply("ext.add", {"a": 1, "b": 1}),
+        tool_call_reply("ext__die", {}),
+        tool_call_reply("ext__add", {"a": 1, "b": 1}),
         text_reply("The external server is gone, so I cannot add the numbers."),
     )
     tables = _stdio_table(tmp_path) + '[mcp.broken]\ncommand = ["/nonexistent/mcp-server"]\n'

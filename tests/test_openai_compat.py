@@ -90,6 +90,26 @@ def test_tool_call_is_parsed(openai_server: OpenAIServer, model: OpenAICompatMod
     assert response.finish_reason == "tool_calls"
 
 
+def test_an_mcp_tools_dotted_name_goes_out_as_the_api_allows_and_comes_back_as_it_was(
+    openai_server: OpenAIServer, model: OpenAICompatModel
+) -> None:
+    """OpenAI's API accepts tool names of ``[a-zA-Z0-9_-]`` only; ``ext.echo`` travels as ``ext__echo``,
+    in the tools, in earlier calls of the transcript, and back in the reply."""
+    tool = ToolSpec("ext.echo", "echo a text", {"type": "object", "properties": {"text": {"type": "string"}}})
+    earlier = {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "ext.echo", "arguments": "{}"}}
+    ]}  # fmt: skip
+    history = [*HELLO, earlier, {"role": "tool", "tool_call_id": "c1", "content": "{}"}]
+    openai_server.script(tool_call_reply("ext__echo", {"text": "hi"}))
+    response = model.chat(history, tools=[tool])
+    body = openai_server.requests[0].body
+    assert [t["function"]["name"] for t in body["tools"]] == ["ext__echo"]
+    assert body["messages"][-2]["tool_calls"][0]["function"]["name"] == "ext__echo"
+    assert history[-2]["tool_calls"][0]["function"]["name"] == "ext.echo"  # the caller's copy is untouched
+    [call] = response.tool_calls
+    assert (call.name, call.arguments) == ("ext.echo", {"text": "hi"})
+
+
 def test_invalid_tool_arguments_are_kept_raw(openai_server: OpenAIServer, model: OpenAICompatModel) -> None:
     openai_server.script(tool_call_reply("run_md", '{"steps": 5'))
     [call] = model.chat(HELLO).tool_calls

@@ -25,6 +25,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import openai
@@ -56,6 +57,7 @@ T = TypeVar("T")
 #: Sent when no key is given: local vLLM / llama.cpp servers ignore it, and the SDK requires one.
 PLACEHOLDER_API_KEY = "not-needed"
 _RETRYABLE_STATUS = frozenset({408, 429})
+_WIRE_DOT = "__"  # stands for the dot of NAME.tool in names sent to the API (see wire_name)
 _AUTH_STATUS = frozenset({401, 403})
 _INVALID_STATUS = frozenset({400, 422})
 # A 500 or 501 with these words is the server rejecting the request, not failing to serve it.
@@ -134,15 +136,15 @@ class OpenAICompatModel:
         With ``output_schema``, a style the server rejects is followed by the next one (module
         docstring); the error after the last names what the server said to each.
         """
-        request: dict[str, Any] = {"model": self.model_id, "messages": messages}
+        request: dict[str, Any] = {"model": self.model_id, "messages": _wire_messages(messages)}
         if tools:
-            request["tools"] = [tool.to_openai() for tool in tools]
+            request["tools"] = [replace(tool, name=wire_name(tool.name)).to_openai() for tool in tools]
         if temperature is not None:
             request["temperature"] = temperature
         if max_tokens is not None:
             request["max_tokens"] = max_tokens
         if output_schema is None:
-            return self._complete(request)
+            return _named_back(self._complete(request), tools or [])
         rejections: list[str] = []
         for style in self._styles_to_try():
             try:
@@ -154,7 +156,7 @@ class OpenAICompatModel:
             if style != self.response_format_style:
                 log.info("%s answers structured requests in the %s style", self.base_url, style)
                 self.response_format_style = style
-            return response
+            return _named_back(response, tools or [])
         raise RequestRejected(
             f"the endpoint {self.base_url} rejected a structured request in every style ("
             + "; ".join(rejections)
@@ -248,6 +250,36 @@ def _structured(
     if response_format is None:
         return {**request, "messages": [output_schema.instruction(), *request["messages"]]}
     return {**request, "response_format": response_format}
+
+
+def wire_name(name: str) -> str:
+    """A tool's name as OpenAI's API accepts it (``^[a-zA-Z0-9_-]+$``): an MCP server's ``NAME.tool``
+    goes out as ``NAME__tool``."""
+    return name.replace(".", _WIRE_DOT)
+
+
+def _wire_messages(messages: list[Message]) -> list[Message]:
+    """The transcript with the tool names of earlier calls as they went out (``wire_name``)."""
+    wired = []
+    for message in messages:
+        calls = message.get("tool_calls")
+        if calls and any("." in call["function"]["name"] for call in calls):
+            calls = [
+                {**call, "function": {**call["function"], "name": wire_name(call["function"]["name"])}}
+                for call in calls
+            ]
+            message = {**message, "tool_calls": calls}
+        wired.append(message)
+    return wired
+
+
+def _named_back(response: ChatResponse, tools: list[ToolSpec]) -> ChatResponse:
+    """The response with each called tool under its own name again."""
+    names = {wire_name(tool.name): tool.name for tool in tools if "." in tool.name}
+    if not names or not response.tool_calls:
+        return response
+    calls = [replace(call, name=names.get(call.name, call.name)) for call in response.tool_calls]
+    return replace(response, tool_calls=calls)
 
 
 def _says_invalid(exc: openai.APIStatusError) -> bool:
