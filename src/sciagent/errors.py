@@ -7,6 +7,7 @@ The tree (three families, so callers can tell who has to act):
     │   ├── StructureError   a structure could not be found, fetched or read
     │   ├── SpecError        a simulation request is invalid or unsupported
     │   ├── ConfigError      a setting or profile is missing or invalid
+    │   ├── SandboxUnavailable model-written code cannot run safely here (no bubblewrap)
     │   └── ModelAuthError   the model endpoint rejected the credentials (also a ModelError)
     ├── ModelError           talking to a language model failed
     │   ├── ModelUnavailable the endpoint could not be reached or kept failing after the retries
@@ -40,6 +41,10 @@ class SpecError(UserError):
 
 class ConfigError(UserError):
     """A setting, profile or credential source is missing or invalid."""
+
+
+class SandboxUnavailable(UserError):
+    """Model-written code cannot run safely here: the message names what is missing and the fix."""
 
 
 class ModelError(SciagentError):
