@@ -18,7 +18,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent import futures
 from contextlib import AbstractContextManager, AsyncExitStack, ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -28,11 +28,11 @@ from anyio.abc import TaskStatus
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from sciagent.config import McpServerConfig
 from sciagent.errors import ConfigError, SciagentError
-from sciagent.tools.registry import Tool, ToolContext, ToolFailed
+from sciagent.tools.registry import OpenArguments, SchemaTool, Tool, ToolContext, ToolFailed
 
 # What a model endpoint accepts as a function name (OpenAI's rule); the NAME. prefix is added to it.
 _REMOTE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -43,27 +43,11 @@ class McpUnavailable(SciagentError):
     """An external MCP server could not be started or reached, or did not answer in time."""
 
 
-class ExternalArguments(BaseModel):
-    """Whatever the server's own schema allows: the server validates its calls itself."""
-
-    model_config = ConfigDict(extra="allow")
-
-
 class ExternalResult(BaseModel):
     server: str
     tool: str = Field(description="the tool's name on its server")
     text: str = Field(description="the text the server answered with")
     structured: dict[str, Any] | None = Field(default=None, description="its structured result, if any")
-
-
-@dataclass(frozen=True)
-class ExternalTool(Tool[ExternalArguments, ExternalResult]):
-    """A tool of an external server: the catalogue's ``Tool`` with the server's JSON schema."""
-
-    input_schema: dict[str, Any] = field(default_factory=dict)
-
-    def parameters(self) -> dict[str, Any]:
-        return self.input_schema
 
 
 @dataclass
@@ -177,16 +161,19 @@ class McpConnection:
         http = await stack.enter_async_context(httpx2.AsyncClient(headers=headers, timeout=timeout))
         return streamable_http_client(str(self.config.url), http_client=http)
 
-    def _adapter(self, listed: types.Tool) -> ExternalTool:
-        def function(arguments: ExternalArguments, context: ToolContext) -> ExternalResult:
+    def _adapter(self, listed: types.Tool) -> SchemaTool:
+        """A tool of the server as a catalogue tool with the server's own schema (the server validates
+        its calls itself)."""
+
+        def function(arguments: OpenArguments, context: ToolContext) -> ExternalResult:
             return self.call(listed.name, arguments.model_dump())
 
         description = (listed.description or listed.title or listed.name).strip().split("\n\n")[0]
         read_only = listed.annotations is not None and listed.annotations.read_only_hint is True
-        return ExternalTool(
+        return SchemaTool(
             name=f"{self.name}.{listed.name}",
             description=f"[MCP server {self.name}] {' '.join(description.split())}",
-            arguments=ExternalArguments,
+            arguments=OpenArguments,
             result=ExternalResult,
             function=function,
             # A call may do anything the server can, so it asks for approval unless the server says it

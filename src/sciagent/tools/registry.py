@@ -22,13 +22,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from jsonschema import Draft202012Validator
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from sciagent.config import Settings
 from sciagent.errors import SciagentError, UserError
-from sciagent.llm.base import ToolSpec
+from sciagent.llm.base import Message, ToolSpec
 
-if TYPE_CHECKING:  # tasks.py builds on this module
+if TYPE_CHECKING:  # these build on this module, or are only handed through
+    from sciagent.sandbox import Sandbox
+    from sciagent.tools.skills import SkillLibrary
     from sciagent.tools.tasks import TaskBoard
 
 CostClass = Literal["instant", "minutes", "hours"]
@@ -62,12 +65,28 @@ class ToolContext:
             (a non-interactive run).
         settings: the session's settings, for tools that run a whole workflow (its site and model-profile
             tables); ``default_llm`` names the profile of the session's own model. None: no such tool runs.
+        sandbox: where model-written code runs (generated tools, their tests); None: it cannot run.
+        skills: the workspace's skill library, where a tool that passed its tests is kept.
+        catalogue: the session's own registry, live: ``create_tool`` adds what it made to it.
+        model_id: the session's model, named in what it creates.
+        session_id: the session's id, likewise.
+        call_id: the id of the call being run (the agent sets it per call), so a tool that starts
+            something durable (a sub-agent) finds it again when a resumed session runs the call again.
+        transcript: the messages the model had when it made this call (set per call), whose digest a
+            generated tool keeps as its provenance.
     """
 
     session_dir: Path
     tasks: TaskBoard | None = None
     ask_user: Callable[[str], str] | None = None
     settings: Settings | None = None
+    sandbox: Sandbox | None = None
+    skills: SkillLibrary | None = None
+    catalogue: ToolRegistry | None = None
+    model_id: str | None = None
+    session_id: str | None = None
+    call_id: str | None = None
+    transcript: tuple[Message, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -136,6 +155,44 @@ class Tool(Generic[A, R]):
         return result
 
 
+class OpenArguments(BaseModel):
+    """The arguments of a ``SchemaTool``: whatever its JSON schema allows (checked by ``parse``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+@dataclass(frozen=True)
+class SchemaTool(Tool[OpenArguments, R]):
+    """A tool described by a JSON schema it was given rather than a pydantic model: an external MCP
+    server's tool, a generated one.
+
+    ``validate`` checks each call against the schema here (a generated tool's code should not have to);
+    without it the tool's owner validates (an MCP server checks its own calls).
+    """
+
+    input_schema: dict[str, Any] = field(default_factory=dict)
+    validate: bool = False
+
+    def parameters(self) -> dict[str, Any]:
+        return self.input_schema
+
+    def parse(self, raw: Mapping[str, Any] | str | None) -> OpenArguments:
+        parsed = super().parse(raw)
+        if self.validate:
+            problems = sorted(
+                Draft202012Validator(self.input_schema).iter_errors(parsed.model_dump()), key=str
+            )
+            if problems:
+                shown = "; ".join(_schema_problem(problem) for problem in problems[:3])
+                raise ToolArgumentsError(f"tool {self.name}: {shown}")
+        return parsed
+
+
+def _schema_problem(problem: Any) -> str:
+    where = ".".join(str(part) for part in problem.absolute_path)
+    return f"argument {where!r}: {problem.message}" if where else problem.message
+
+
 def define_tool(
     function: Callable[[A, ToolContext], R],
     *,
@@ -184,6 +241,10 @@ class ToolRegistry:
         """Register ``tool``; a second tool of the same name is refused (ValueError)."""
         if tool.name in self._tools:
             raise ValueError(f"a tool named {tool.name} is already registered")
+        self._tools[tool.name] = tool
+
+    def replace(self, tool: Tool) -> None:
+        """Register ``tool`` in place of the one of the same name (a new version of a generated tool)."""
         self._tools[tool.name] = tool
 
     def get(self, name: str) -> Tool:
