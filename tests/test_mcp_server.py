@@ -11,6 +11,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -29,6 +30,7 @@ from sciagent.config import Settings
 from sciagent.mcp.background import BackgroundCall
 from sciagent.mcp.server import BACKGROUND_NOTE, MAX_WAIT_S, catalogue_server
 from sciagent.tools.registry import ToolContext, ToolRegistry, define_tool
+from sciagent.tools.skills import SkillLibrary, SkillRecord, now_utc
 from sciagent.workflows.catalogue import full_catalogue
 from sciagent.workflows.mcp_session import served_catalogue
 
@@ -270,3 +272,36 @@ def test_serving_beyond_loopback_needs_a_token_and_bad_options_are_one_line(tmp_
     garbled = _sciagent("mcp", "serve", "--http", "localhost", cwd=tmp_path)
     assert garbled.returncode == 2 and "--http wants HOST:PORT" in garbled.stderr
     assert not (tmp_path / "ws").exists()  # nothing was served, nothing journalled
+
+
+@pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed (.ci/run installs it)")
+def test_a_skill_is_served_like_a_built_in_and_runs_in_the_sandbox(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A skill kept by an earlier session (saved here through the library, as create_tool saves it)."""
+    monkeypatch.chdir(tmp_path)
+    schema = {"type": "object", "properties": {"a": {"type": "number"}, "b": {"type": "number"}}}
+    record = SkillRecord(
+        name="add_numbers", version=1, description="Adds two numbers.", parameters=schema,
+        model_id="scripted-model", prompt_digest="0" * 64, session_id="ask-1", created_at=now_utc(),
+        tests_passed=1,
+    )  # fmt: skip
+    code = "import os\n\n\ndef add_numbers(a, b):\n    return {'sum': a + b, 'home': os.environ['HOME']}\n"
+    SkillLibrary.of_workspace(tmp_path / "ws").save_tool(
+        record, code, "def test_none():\n    pass\n", "1 passed"
+    )
+
+    async def session(server) -> None:
+        async with Client(server) as client:
+            listing = {tool.name: tool for tool in (await client.list_tools()).tools}
+            assert listing["add_numbers"].input_schema == schema
+            assert listing["add_numbers"].description == "[generated, v1] Adds two numbers."
+            added = await client.call_tool("add_numbers", {"a": 2, "b": 3})
+            assert not added.is_error, added.content
+            assert added.structured_content["value"] == {"sum": 5, "home": "/tmp"}  # the sandbox's HOME
+            assert "namespaces" in added.structured_content["sandbox"]
+            wrong = await client.call_tool("add_numbers", {"a": "two"})
+            assert wrong.is_error and "'two' is not of type 'number'" in wrong.content[0].text
+
+    with served_catalogue(Settings(workspace=tmp_path / "ws")) as (server, _):
+        anyio.run(session, server)

@@ -294,6 +294,12 @@ class Journal:
         rows = self._rows("SELECT * FROM runs ORDER BY created_at DESC, id DESC LIMIT ?", (limit,))
         return [_run_row(row) for row in rows]
 
+    def child_runs(self, parent_id: str) -> list[RunRow]:
+        """The runs whose config names ``parent_id`` as their parent (its sub-agents), oldest first."""
+        sql = "SELECT * FROM runs WHERE json_extract(config, '$.parent') = ? ORDER BY created_at, id"
+        rows = self._rows(sql, (parent_id,))
+        return [_run_row(row) for row in rows]
+
     # -- steps -------------------------------------------------------------------------------------
 
     def start_step(

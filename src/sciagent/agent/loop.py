@@ -27,7 +27,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from pydantic import BaseModel, create_model
@@ -63,6 +63,8 @@ SYSTEM_PROMPT = (
     "task id at once: wait for them with wait_for_task, then analyse them by task id. When you can "
     "answer, answer in a few sentences with the numbers and their units."
 )
+
+
 @dataclass
 class Agent:
     """One session's loop: ``run`` a question, ``resume`` a recorded session, ``follow_up`` in a chat.
@@ -76,6 +78,7 @@ class Agent:
             model is told no one can approve it.
         approval_above: tools of a higher cost class ask first (``instant``: simulations ask).
         recorder: where each step goes as it happens (None: nothing is kept).
+        instructions: what this agent is for, after the system prompt (a sub-agent's definition).
     """
 
     model: ChatModel
@@ -85,6 +88,7 @@ class Agent:
     approve: Approve | None = None
     approval_above: str = "instant"
     recorder: SessionRecorder | None = None
+    instructions: str | None = None
     records: list[ToolCallRecord] = field(default_factory=list)
     messages: list[Message] = field(default_factory=list)
     _tokens: int = 0
@@ -92,10 +96,12 @@ class Agent:
     _steps: int = 0
     _question: str = ""
     _finished: dict[str, ToolCallRecord] = field(default_factory=dict)  # by call id, on resume
+    _started: float = field(default_factory=time.monotonic)  # of the current turn's loop
 
     def run(self, question: str) -> SessionOutcome:
         """Work on ``question`` until the model answers or a budget runs out."""
-        self._say({"role": "system", "content": SYSTEM_PROMPT})
+        prompt = f"{SYSTEM_PROMPT}\n{self.instructions}" if self.instructions else SYSTEM_PROMPT
+        self._say({"role": "system", "content": prompt})
         return self.follow_up(question)
 
     def follow_up(self, question: str) -> SessionOutcome:
@@ -106,17 +112,37 @@ class Agent:
 
     def resume(self, state: Resumption) -> SessionOutcome:
         """Go on with a recorded session: finished calls are not run again, unfinished ones are."""
+        self.restore(state)
+        self._perform(state.awaiting, state.steps)
+        return self._loop()
+
+    def restore(self, state: Resumption) -> None:
+        """Take a recorded session's transcript, calls and spending as this agent's own."""
         self._question = state.question
         self.messages = list(state.messages)
         self.records = list(state.records)
         self._finished = {record.call_id: record for record in state.records if record.call_id}
         self._tokens, self._steps = state.tokens, state.steps
-        self._simulated_ns = sum(self._ns_of(record) for record in state.records if record.status == "ok")
-        self._perform(state.awaiting, state.steps)
-        return self._loop()
+        done = [record for record in state.records if record.status == "ok"]
+        self._simulated_ns = sum(self._ns_of(record) for record in done)
+        for record in done:
+            self._charge(record)
+
+    def usage(self) -> dict[str, float]:
+        """What the session has spent: steps, tokens and simulated nanoseconds."""
+        return {"steps": self._steps, "tokens": self._tokens, "simulated_ns": round(self._simulated_ns, 6)}
+
+    def left(self) -> Budget:
+        """What remains of the budget now: the most a sub-agent of this one may be given."""
+        return Budget(
+            max_steps=max(0, self.budget.max_steps - self._steps),
+            max_tokens=max(0, self.budget.max_tokens - self._tokens),
+            wall_time_s=max(0.0, self.budget.wall_time_s - (time.monotonic() - self._started)),
+            max_simulated_ns=max(0.0, self.budget.max_simulated_ns - self._simulated_ns),
+        )
 
     def _loop(self) -> SessionOutcome:
-        started = time.monotonic()
+        started = self._started = time.monotonic()
         while True:
             reason = self._over_budget(started)
             if reason:
@@ -192,9 +218,7 @@ class Agent:
         self._count(arguments)
         raw = arguments.value.model_dump(mode="json")
         call = PlannedCall(f"{step}.1", name, raw, native=False)
-        self._say(
-            {"role": "assistant", "content": _call_in_words(name, raw)}, calls=[call]
-        )
+        self._say({"role": "assistant", "content": _call_in_words(name, raw)}, calls=[call])
         self._perform([call], step)
         return None
 
@@ -234,15 +258,27 @@ class Agent:
         refusal = self._refusal(tool, parsed)
         if refusal:
             return self._record(step, call.call_id, name, arguments, "refused", error=refusal)
+        context = replace(self.context, call_id=call.call_id, transcript=tuple(self.messages))
         try:
-            result = tool.run(parsed, self.context)
+            result = tool.run(parsed, context)
         except ToolArgumentsError as exc:
             return self._record(step, call.call_id, name, arguments, "invalid", error=f"invalid call: {exc}")
         except ToolFailed as exc:
             error = f"failed ({exc.failure_class}): {exc}"
             return self._record(step, call.call_id, name, arguments, "failed", error=error)
         self._simulated_ns += _asked_ns(tool.name, parsed)
-        return self._record(step, call.call_id, name, arguments, "ok", result=result.model_dump(mode="json"))
+        dumped = result.model_dump(mode="json")
+        record = self._record(step, call.call_id, name, arguments, "ok", result=dumped)
+        self._charge(record)
+        return record
+
+    def _charge(self, record: ToolCallRecord) -> None:
+        """Count what a tool spent on the session's behalf (a sub-agent's ``usage``) against its budget."""
+        usage = (record.result or {}).get("usage")
+        if isinstance(usage, dict):
+            self._steps += int(usage.get("steps", 0))
+            self._tokens += int(usage.get("tokens", 0))
+            self._simulated_ns += float(usage.get("simulated_ns", 0.0))
 
     def _refusal(self, tool: Tool, parsed: BaseModel) -> str | None:
         """Why ``tool`` may not run now (approval, the simulated-time budget), or None."""

@@ -24,14 +24,17 @@ from sciagent.cli.common import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
     RemoveUnknownResiduesOption,
+    UnsandboxedOption,
     exits_on_error,
     fail,
     fail_internal,
     load_settings,
+    settings_for,
 )
 from sciagent.cli.llm import auth_app, llm_app
 from sciagent.cli.mcp import mcp_app
 from sciagent.cli.sites import sites_app
+from sciagent.cli.skills import skills_app
 from sciagent.compute.sites import make_executor, resolve_site
 from sciagent.config_trust import TRUST_ENV
 from sciagent.console import err_console, md_progress, out_console
@@ -60,6 +63,7 @@ app.add_typer(llm_app, name="llm")
 app.add_typer(auth_app, name="auth")
 app.add_typer(sites_app, name="sites")
 app.add_typer(mcp_app, name="mcp")
+app.add_typer(skills_app, name="skills")
 
 # MDSpec field → the flag a user typed, so a validation error names what the user can change.
 _FLAG_FOR_FIELD = {
@@ -121,13 +125,17 @@ def resume(
     approve: cli_study.ApproveOption = False,
     approve_all: cli_ask.ApproveAllOption = False,
     max_steps: cli_ask.MaxStepsOption = 20,
+    allow_unsandboxed_code: UnsandboxedOption = False,
     workspace: cli_study.WorkspaceOption = None,
     as_json: cli_study.JsonOption = False,
 ) -> None:
     """Continue an interrupted study or ask/chat session: finished work is kept, not done again."""
     kind = _run_kind(run_id, workspace)
     if kind == SESSION_KIND:
-        cli_ask.resume_session(run_id, llm, site, budget or "30m", max_steps, approve_all, workspace, as_json)
+        unsandboxed = allow_unsandboxed_code
+        cli_ask.resume_session(
+            run_id, llm, site, budget or "30m", max_steps, approve_all, unsandboxed, workspace, as_json
+        )
     elif kind == EVAL_KIND:
         fail(f"{run_id} is an evaluation: evaluations are not resumed, run `sciagent eval` again")
     elif kind == MCP_KIND:
@@ -143,7 +151,7 @@ def show(
 ) -> None:
     """The timeline of a study (steps, model calls, simulations) or the transcript of a session."""
     if _run_kind(run_id, workspace) == SESSION_KIND:
-        cli_ask.show_session(run_id, cli_ask.settings_for(workspace))
+        cli_ask.show_session(run_id, settings_for(workspace))
     else:
         cli_study.show(run_id, workspace)
 
@@ -151,7 +159,7 @@ def show(
 def _run_kind(run_id: str, workspace: Path | None) -> str:
     """What ``run_id`` names: ``session``, ``eval`` or ``study`` (also for an unknown id, which the
     study command then reports in its one line)."""
-    settings = cli_ask.settings_for(workspace)
+    settings = settings_for(workspace)
     path = settings.workspace.resolve() / JOURNAL_FILENAME
     if not path.exists():
         return "study"

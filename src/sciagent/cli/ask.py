@@ -9,9 +9,18 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.padding import Padding
 
+from sciagent.agent.journal import Journal
 from sciagent.agent.steps import Budget, approve_everything, with_structure
-from sciagent.cli.common import EXIT_FAILED, exit_code_for, exits_on_error, fail, load_settings
+from sciagent.cli.common import (
+    EXIT_FAILED,
+    UnsandboxedOption,
+    exit_code_for,
+    exits_on_error,
+    fail,
+    settings_for,
+)
 from sciagent.cli.runs import transcript_table
 from sciagent.config import Settings
 from sciagent.console import err_console, out_console
@@ -43,12 +52,15 @@ def ask_command(
     max_steps: MaxStepsOption = 20,
     approve_all: ApproveAllOption = False,
     mcp: McpOption = None,
+    allow_unsandboxed_code: UnsandboxedOption = False,
     workspace: WorkspaceOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Answer a question by letting the model call sciagent's tools; every number is checked."""
     settings = settings_for(workspace)
-    options = _options(llm, site, budget, max_steps, approve_all, _terminal_or_none(), mcp)
+    options = _options(
+        llm, site, budget, max_steps, approve_all, _terminal_or_none(), mcp, allow_unsandboxed_code
+    )
     _end(lambda: ask(with_structure(question, structure), options, settings), as_json)
 
 
@@ -59,12 +71,14 @@ def resume_session(
     budget: str,
     max_steps: int,
     approve_all: bool,
+    allow_unsandboxed_code: bool,
     workspace: Path | None,
     as_json: bool,
 ) -> None:
     """``sciagent resume`` of an ask/chat session (``app.resume`` decides which kind an id is)."""
     settings = settings_for(workspace)
-    options = _options(llm, site, budget, max_steps, approve_all, _terminal_or_none())
+    ask_user = _terminal_or_none()
+    options = _options(llm, site, budget, max_steps, approve_all, ask_user, None, allow_unsandboxed_code)
     _end(lambda: resume(session_id, options, settings), as_json)
 
 
@@ -76,6 +90,7 @@ def chat_command(
     max_steps: MaxStepsOption = 50,
     approve_all: ApproveAllOption = False,
     mcp: McpOption = None,
+    allow_unsandboxed_code: UnsandboxedOption = False,
     workspace: WorkspaceOption = None,
 ) -> None:
     """A conversation with the agent: one question a line (an empty line or end of input ends it).
@@ -87,9 +102,7 @@ def chat_command(
     first = _read_line(prompt)
     if not first:
         return
-    options = _options(
-        llm, site, budget, max_steps, approve_all, lambda q: _read_line(f"agent asks: {q}\n> "), mcp
-    )
+    options = _options(llm, site, budget, max_steps, approve_all, _answer_line, mcp, allow_unsandboxed_code)
     with (
         exits_on_error(),
         open_session(settings, options, question=with_structure(first, structure)) as session,
@@ -102,6 +115,11 @@ def chat_command(
             if not text:
                 break
             result = session.follow_up(text)
+
+
+def _answer_line(question: str) -> str:
+    """The agent's own question (ask_user) in a chat, answered on the next line."""
+    return _read_line(f"agent asks: {question}\n> ")
 
 
 def tell_command(
@@ -118,16 +136,20 @@ def tell_command(
 
 
 def show_session(session_id: str, settings: Settings) -> None:
-    """``sciagent show`` of a session: its transcript."""
-    from sciagent.agent.journal import Journal
-
+    """``sciagent show`` of a session: its transcript, and its sub-agents' nested under it."""
     with Journal.in_workspace(settings.workspace.resolve()) as journal, exits_on_error():
         out_console.print(transcript_table(journal, session_id))
+        _show_sub_agents(journal, journal.get_run(session_id).id, depth=1)
 
 
-def settings_for(workspace: Path | None) -> Settings:
-    settings = load_settings()
-    return settings.model_copy(update={"workspace": workspace}) if workspace else settings
+def _show_sub_agents(journal: Journal, session_id: str, depth: int) -> None:
+    """Each sub-agent's transcript under its parent's, indented by its depth."""
+    for child in journal.child_runs(session_id):
+        name = (child.config.get("agent") or {}).get("name", "?")
+        heading = f"sub-agent {name} ({child.id}), called by {session_id}"
+        out_console.print(Padding(heading, (1, 0, 0, 4 * depth)))
+        out_console.print(Padding(transcript_table(journal, child.id), (0, 0, 0, 4 * depth)))
+        _show_sub_agents(journal, child.id, depth + 1)
 
 
 def _options(
@@ -138,6 +160,7 @@ def _options(
     approve_all: bool,
     ask_user: Callable[[str], str] | None,
     mcp: list[str] | None = None,
+    allow_unsandboxed: bool = False,
 ) -> AskOptions:
     try:
         wall = parse_duration(budget)
@@ -150,6 +173,7 @@ def _options(
         approve=approve_everything if approve_all else (_ask_terminal if sys.stdin.isatty() else None),
         ask_user=ask_user,
         mcp=tuple(mcp or ()),
+        allow_unsandboxed_code=allow_unsandboxed,
     )
 
 

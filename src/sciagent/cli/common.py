@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from types import TracebackType
 from typing import Annotated, NoReturn
 
@@ -26,6 +27,14 @@ RemoveUnknownResiduesOption = Annotated[
     typer.Option(
         "--remove-unknown-residues",
         help="remove residues the force field does not know from inside chains (splits the chain)",
+    ),
+]
+# Shared by ask, chat, resume and mcp serve: what may run model-written code.
+UnsandboxedOption = Annotated[
+    bool,
+    typer.Option(
+        "--allow-unsandboxed-code",
+        help="run model-written tools even where bubblewrap is missing (rlimits only: no isolation)",
     ),
 ]
 EXIT_FAILED = 1  # the work ran (or a service was reached) and failed
@@ -81,3 +90,9 @@ def load_settings() -> Settings:
         error = exc.errors()[0]
         where = ".".join(str(part) for part in error["loc"]) or "settings"
         fail(f"invalid configuration at {where}: {error['msg']}")
+
+
+def settings_for(workspace: Path | None) -> Settings:
+    """The settings, with ``--workspace`` in place of the configured workspace when it is given."""
+    settings = load_settings()
+    return settings.model_copy(update={"workspace": workspace}) if workspace else settings

@@ -12,7 +12,7 @@ import anyio
 import typer
 from rich.table import Table
 
-from sciagent.cli.common import exits_on_error, fail, load_settings
+from sciagent.cli.common import UnsandboxedOption, exits_on_error, fail, load_settings
 from sciagent.compute.sites import resolve_site
 from sciagent.config import Settings
 from sciagent.console import err_console, out_console
@@ -41,6 +41,7 @@ def serve(
         typer.Option("--token-env", metavar="VAR", help="env var holding the bearer token HTTP clients send"),
     ] = None,
     site: Annotated[str, typer.Option("--site", help="where simulations run (sciagent sites)")] = "local",
+    allow_unsandboxed_code: UnsandboxedOption = False,
     workspace: WorkspaceOption = None,
 ) -> None:
     """Serve every catalogue tool over MCP: stdio by default, streamable HTTP with --http.
@@ -55,7 +56,8 @@ def serve(
         address = Address.parse(http) if http else None
         sock = listen(address, token) if address else None
         # Ctrl-C is how a server is stopped: the tasks' states are journalled on the way out, exit 0.
-        with suppress(KeyboardInterrupt), served_catalogue(settings, site) as (server, run_id):
+        served = served_catalogue(settings, site, allow_unsandboxed_code)
+        with suppress(KeyboardInterrupt), served as (server, run_id):
             if address is None or sock is None:
                 anyio.run(serve_stdio, server)
             else:

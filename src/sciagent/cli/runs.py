@@ -59,7 +59,8 @@ def runs_table(journal: Journal, limit: int = 50) -> Table:
             tasks += f" ({counts['failed']} failed)"
         started = _clock(run.created_at, with_date=True)
         status, duration = _status(run.status), _duration(run.duration_s)
-        table.add_row(run.id, run_kind(run.config), started, status, duration, tasks, run.goal)
+        kind = "sub-agent" if run.config.get("parent") else run_kind(run.config)
+        table.add_row(run.id, kind, started, status, duration, tasks, run.goal)
     return table
 
 

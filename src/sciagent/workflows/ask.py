@@ -19,16 +19,21 @@ from sciagent.agent.loop import Agent
 from sciagent.agent.session import JournalledModel, SessionJournal
 from sciagent.agent.steps import Approve, Budget, SessionOutcome
 from sciagent.config import Settings
+from sciagent.errors import UserError
 from sciagent.llm.base import ChatModel
 from sciagent.llm.profiles import make_model
 from sciagent.mcp.client import check_names
+from sciagent.sandbox import Sandbox
 from sciagent.science.spec import MDSpec
-from sciagent.tools.registry import ToolContext, ToolRegistry
+from sciagent.tools.codegen import CODEGEN_TOOLS
+from sciagent.tools.registry import Tool, ToolContext, ToolRegistry
+from sciagent.tools.skills import SkillLibrary
 from sciagent.tools.tasks import BoardTask, TaskBoard
-from sciagent.workflows.catalogue import full_catalogue
+from sciagent.workflows.catalogue import add_skills, full_catalogue
 from sciagent.workflows.dialects import recall_dialect, remember_dialect
 from sciagent.workflows.mcp_tools import session_mcp_tools
 from sciagent.workflows.session_report import write_session_report
+from sciagent.workflows.subagent import SubAgents
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,7 @@ class AskOptions:
     approve: Approve | None = None
     ask_user: Callable[[str], str] | None = None
     mcp: tuple[str, ...] = ()  # [mcp.NAME] servers whose tools join the catalogue (NAME.tool)
+    allow_unsandboxed_code: bool = False  # run model-written code even where bubblewrap is missing
 
 
 @dataclass(frozen=True)
@@ -137,6 +143,11 @@ def open_session(
         if session_id is not None:
             record = SessionJournal.open(journal, session_id)
             config = record.config
+            if config.get("parent"):
+                raise UserError(
+                    f"{record.session_id} is a sub-agent of session {config['parent']}: resume that "
+                    "session, which takes its sub-agents up again"
+                )
             llm, site = options.llm or config.get("llm"), options.site or config.get("site", "local")
             servers = options.mcp or tuple(config.get("mcp", ()))  # the session's own, unless told others
         else:
@@ -156,16 +167,29 @@ def open_session(
                 board.reattach(task.key, task.executor, MDSpec.model_validate(task.spec["spec"]))
             # The session's own profile is the one a workflow tool (a whole study) asks too.
             own = settings.model_copy(update={"default_llm": llm})
-            context = ToolContext(session_dir, tasks=board, ask_user=options.ask_user, settings=own)
+            skills = SkillLibrary.of_workspace(workspace)
             with session_mcp_tools(settings, servers, record) as external:
+                catalogue = session_catalogue(skills, external)
+                context = ToolContext(
+                    session_dir,
+                    tasks=board,
+                    ask_user=options.ask_user,
+                    settings=own,
+                    sandbox=Sandbox(allow_unsandboxed=options.allow_unsandboxed_code),
+                    skills=skills,
+                    catalogue=catalogue,
+                    model_id=model.model_id,
+                    session_id=record.session_id,
+                )
                 agent = Agent(
                     model=JournalledModel(model, record),
-                    tools=ToolRegistry.of([*full_catalogue(), *external]),
+                    tools=catalogue,
                     context=context,
                     budget=options.budget,
                     approve=options.approve,
                     recorder=record,
                 )
+                catalogue.add(SubAgents(record, model, skills, parent=lambda: agent).tool())
                 provenance = {"profile": llm, "site": site, "budget": asdict(options.budget)}
                 asked = question or journal.get_run(record.session_id).goal
                 yield OpenSession(record, agent, session_dir, model, asked, provenance)
@@ -174,6 +198,12 @@ def open_session(
             raise
         finally:
             board.close()
+
+
+def session_catalogue(skills: SkillLibrary, external: list[Tool]) -> ToolRegistry:
+    """A session's tools: the catalogue, ``create_tool``, the external MCP servers' tools and the
+    workspace's skills."""
+    return add_skills(ToolRegistry.of([*full_catalogue(), *CODEGEN_TOOLS, *external]), skills)
 
 
 def journal_task(record: SessionJournal) -> Callable[[BoardTask], None]:

@@ -29,18 +29,22 @@ from sciagent.agent.session import MCP_KIND, SessionJournal, run_kind
 from sciagent.config import Settings
 from sciagent.errors import UserError
 from sciagent.mcp.server import ServedCall, catalogue_server
+from sciagent.sandbox import Sandbox
 from sciagent.science.spec import MDSpec
 from sciagent.tools.registry import ToolContext
+from sciagent.tools.skills import SkillLibrary
 from sciagent.tools.tasks import TaskBoard
 from sciagent.workflows.ask import journal_task
-from sciagent.workflows.catalogue import full_catalogue
+from sciagent.workflows.catalogue import add_skills, full_catalogue
 
 MCP_DIR = "mcp"  # in the workspace: the lock file and the run's directory (its simulations' runs/)
 _RUNS_SCANNED = 100_000  # how far back the workspace's ``mcp`` run is looked for
 
 
 @contextmanager
-def served_catalogue(settings: Settings, site: str = "local") -> Iterator[tuple[Server, str]]:
+def served_catalogue(
+    settings: Settings, site: str = "local", allow_unsandboxed_code: bool = False
+) -> Iterator[tuple[Server, str]]:
     """The MCP server for ``settings.workspace`` and the id of the run it continues.
 
     Raises:
@@ -56,8 +60,13 @@ def served_catalogue(settings: Settings, site: str = "local") -> Iterator[tuple[
         try:
             for task in journal.tasks(run_id):
                 board.reattach(task.key, task.executor, MDSpec.model_validate(task.spec["spec"]))
-            context = ToolContext(session_dir, tasks=board, settings=settings)
-            yield catalogue_server(full_catalogue(), context, on_call=_journal_call(journal, run_id)), run_id
+            # Skills (model-written tools that passed their tests) are served like built-ins, and run
+            # in the sandbox like everywhere else.
+            skills = SkillLibrary.of_workspace(workspace)
+            catalogue = add_skills(full_catalogue(), skills)
+            sandbox = Sandbox(allow_unsandboxed=allow_unsandboxed_code)
+            context = ToolContext(session_dir, tasks=board, settings=settings, sandbox=sandbox, skills=skills)
+            yield catalogue_server(catalogue, context, on_call=_journal_call(journal, run_id)), run_id
         finally:
             try:
                 _journal_states(journal, run_id, board)
