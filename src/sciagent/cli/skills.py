@@ -44,6 +44,9 @@ def list_skills(
         }
         typer.echo(json.dumps(listed))
         return
+    if not tools and not agents:
+        out_console.print(f"No skills in {library.root} yet: create_tool and create_agent add them.")
+        return
     columns = ("skill", "kind", "version", "tests", "model", "created (UTC)")
     table = Table(*columns, title=f"Skills in {library.root}")
     table.add_column("description", overflow="fold")

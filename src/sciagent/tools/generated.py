@@ -98,9 +98,15 @@ def skill_tool(record: SkillRecord, directory: Path) -> SchemaTool:
         given = _session_relative(arguments.model_dump(), context.session_dir)
         (scratch / "arguments.json").write_text(json.dumps(given))
         run = run_python(context.sandbox, scratch, context.session_dir, ["_call.py"], CALL_LIMITS)
-        value = _value(scratch / "result.json") if run.ok else None
-        if value is None:
+        if not run.ok:
             raise ToolFailed(f"{record.name} v{record.version} failed: {failure_text(run)}", "generated")
+        value = _value(scratch / "result.json")
+        if value is None:
+            raise ToolFailed(
+                f"{record.name} v{record.version} left no result: result.json is missing, not JSON or a "
+                f"link ({failure_text(run)})",
+                "generated",
+            )
         relative = str(scratch.relative_to(context.session_dir))
         shown = describe_run(run)
         return GeneratedResult(
