@@ -24,7 +24,11 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
+	# One pytest-xdist worker per CPU for most tests, then alone the tests that need the whole machine.
+	export PATH="$(CURDIR)/$(BIN):$$PATH"; \
+	$(BIN)/python -m pytest -n auto --dist loadgroup -m "not whole_machine"; parallel=$$?; \
+	$(BIN)/python -m pytest -m whole_machine; alone=$$?; \
+	test $$parallel = 0 && test $$alone = 0
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

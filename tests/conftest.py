@@ -12,6 +12,22 @@ import pytest
 os.environ.setdefault("SCIAGENT_CACHE_DIR", tempfile.mkdtemp(prefix="sciagent-test-cache-"))
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (``make test`` runs ``-n auto``), each worker gets a CPU set of its own.
+
+    sciagent sizes its OpenMM threads and the throughput probe by the CPUs it may use (its affinity),
+    and the processes a test starts inherit it: with disjoint sets, two workers' simulations do not
+    take each other's cores, so a plan fitted to a probe's throughput still fits when its run goes.
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER")  # gw0, gw1, ...
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if worker is None or not hasattr(os, "sched_setaffinity"):
+        return
+    cpus = sorted(os.sched_getaffinity(0))
+    if count <= len(cpus):
+        os.sched_setaffinity(0, cpus[int(worker.removeprefix("gw")) :: count])
+
+
 @pytest.fixture
 def quick_spec_fields() -> dict:
     """Settings for a short, real villin run in implicit solvent on the CPU platform (a few seconds)."""

@@ -173,6 +173,7 @@ TWO_PRESSURES = pytest.param(
 )
 
 
+@pytest.mark.whole_machine  # the two go side by side
 @pytest.mark.parametrize(
     ("conditions", "compared"),
     [pytest.param(({"ph": 5}, {"ph": 8}), ("ph", [5.0, 8.0]), id="two-ph-values"), TWO_PRESSURES],

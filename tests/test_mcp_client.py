@@ -22,7 +22,8 @@ import pytest
 from openai_server import RecordedRequest, text_reply, tool_call_reply
 from sciagent.agent.journal import Journal
 
-pytestmark = pytest.mark.timeout(300)
+# xdist_group: pgrep sees every worker's servers (make test runs the suite on pytest-xdist workers)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.xdist_group("mcp-external")]
 TESTS = Path(__file__).parent
 QUESTION = "What is 2 plus 3?"
 

@@ -24,7 +24,8 @@ from sciagent.tools.catalogue import builtin_tools
 from sciagent.tools.registry import ToolContext, ToolFailed
 from slurm_cluster import PARTITION
 
-pytestmark = [pytest.mark.hpc, pytest.mark.timeout(300)]
+# xdist_group: one cluster at a time (make test runs the suite on pytest-xdist workers)
+pytestmark = [pytest.mark.hpc, pytest.mark.timeout(300), pytest.mark.xdist_group("slurm")]
 TOOLS = builtin_tools()
 
 

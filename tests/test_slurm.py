@@ -18,7 +18,8 @@ from sciagent.science.md import run_md
 from sciagent.science.spec import MDSpec
 from slurm_cluster import PARTITION
 
-pytestmark = [pytest.mark.hpc, pytest.mark.timeout(300)]
+# xdist_group: one cluster at a time (make test runs the suite on pytest-xdist workers)
+pytestmark = [pytest.mark.hpc, pytest.mark.timeout(300), pytest.mark.xdist_group("slurm")]
 
 
 def test_md_runs_through_a_slurm_site(slurm_cluster, tmp_path, monkeypatch, quick_spec_fields) -> None:

@@ -23,7 +23,7 @@ from sciagent.tools.catalogue import builtin_tools
 from sciagent.tools.registry import ToolArgumentsError, ToolContext, ToolFailed
 from sciagent.tools.tasks import TaskBoard
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.whole_machine]  # its runs go side by side
 TOOLS = builtin_tools()
 RUN = {"structure": "villin", "length_ps": 2.0, "timestep_fs": 4.0}  # 500 steps, 100 frames
 
