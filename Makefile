@@ -12,11 +12,17 @@ LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON
 
 install: $(STAMP)
 
+# torch first, pinned and CPU-only (the wheel on local disk where there is one; else PyTorch's CPU index),
+# or pip resolves a multi-GB CUDA build for the [ml] extra (MACE).
+TORCH_CPU_WHEEL := $(firstword $(wildcard /opt/wheels/torch-2.13.0+cpu-*.whl))
+TORCH_SPEC ?= $(if $(TORCH_CPU_WHEEL),$(TORCH_CPU_WHEEL),torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu)
+
 $(STAMP): pyproject.toml
 	-command -v bwrap >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && (apt-get install -y -qq bubblewrap || (apt-get update -qq && apt-get install -y -qq bubblewrap)); } || echo "bubblewrap could not be installed: model-written code will not run unless you pass --allow-unsandboxed-code"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip install --quiet -e '.[dev,ml]'
 	touch $(STAMP)
 
 run: $(STAMP)

@@ -24,12 +24,13 @@ from sciagent.llm.base import ChatModel, ChatResponse, Message, OutputSchema, To
 SESSION_KIND = "session"
 EVAL_KIND = "eval"  # an evaluation run (workflows/evaluate.py); runs without a kind are studies
 MCP_KIND = "mcp"  # the MCP server's record of a workspace (workflows/mcp_session.py)
+CHEM_KIND = "chem"  # one `sciagent chem energy` (workflows/chem_run.py)
 TELL = "tell"
 INTERRUPTED = "interrupted: the process ended before this call finished (resume runs it again)"
 
 
 def run_kind(config: dict[str, Any]) -> str:
-    """What a journal run is, from its config: ``session``, ``eval`` or ``study``."""
+    """What a journal run is, from its config: ``session``, ``eval``, ``mcp``, ``chem`` or ``study``."""
     return str(config.get("kind") or "study")
 
 

@@ -15,11 +15,12 @@ import typer
 from pydantic import ValidationError
 
 from sciagent.agent.journal import JOURNAL_FILENAME, Journal
-from sciagent.agent.session import EVAL_KIND, MCP_KIND, SESSION_KIND, run_kind
+from sciagent.agent.session import CHEM_KIND, EVAL_KIND, MCP_KIND, SESSION_KIND, run_kind
 from sciagent.cli import ask as cli_ask
 from sciagent.cli import eval as cli_eval
 from sciagent.cli import study as cli_study
 from sciagent.cli import tools as cli_tools
+from sciagent.cli.chem import chem_app
 from sciagent.cli.common import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
@@ -64,6 +65,7 @@ app.add_typer(auth_app, name="auth")
 app.add_typer(sites_app, name="sites")
 app.add_typer(mcp_app, name="mcp")
 app.add_typer(skills_app, name="skills")
+app.add_typer(chem_app, name="chem")
 
 # MDSpec field → the flag a user typed, so a validation error names what the user can change.
 _FLAG_FOR_FIELD = {
@@ -140,6 +142,8 @@ def resume(
         fail(f"{run_id} is an evaluation: evaluations are not resumed, run `sciagent eval` again")
     elif kind == MCP_KIND:
         fail(f"{run_id} is the MCP server's record: `sciagent mcp serve` takes its simulations up again")
+    elif kind == CHEM_KIND:
+        fail(f"{run_id} is a chemistry calculation: it is not resumed, run `sciagent chem energy` again")
     else:
         cli_study.resume(run_id, llm, site, budget, approve, workspace, as_json)
 

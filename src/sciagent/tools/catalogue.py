@@ -5,6 +5,7 @@ added here."""
 from __future__ import annotations
 
 from sciagent.tools.analysis import ANALYSIS_TOOLS
+from sciagent.tools.chem import CHEM_TOOLS
 from sciagent.tools.conversation import CONVERSATION_TOOLS
 from sciagent.tools.files import FILE_TOOLS
 from sciagent.tools.plots import PLOT_TOOLS
@@ -24,5 +25,6 @@ def builtin_tools() -> ToolRegistry:
         FILE_TOOLS,
         CONVERSATION_TOOLS,
         SCHEDULER_TOOLS,
+        CHEM_TOOLS,
     ]
     return ToolRegistry.of(tool for family in families for tool in family)
