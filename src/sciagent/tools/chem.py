@@ -49,16 +49,8 @@ class EnergyArguments(BaseModel):
     site: str = Field(default="local", description="where to compute (a site from `sciagent sites`)")
 
     def task(self) -> ChemTask:
-        return ChemTask(
-            method=self.method,
-            model=self.model,
-            device=self.device,
-            optimize=self.optimize,
-            optimizer=self.optimizer,
-            fmax=self.fmax,
-            max_steps=self.max_steps,
-            vibrations=self.vibrations,
-        )
+        """The calculation part of the arguments, as the science layer takes it."""
+        return ChemTask.model_validate(self.model_dump(include=set(ChemTask.model_fields)))
 
 
 class TableRow(BaseModel):
