@@ -93,10 +93,10 @@ def test_bad_calls_come_back_as_observations_and_a_made_up_number_is_flagged(
 @pytest.mark.parametrize(
     ("call", "status", "told"),
     [
-        (("simulate", {"structure": "villin", "length_ps": 1}), "refused", "needs approval and no one can"),
+        (("cancel_task", {"task_id": "sim-1"}), "refused", "cancels, holds or removes asks first"),
         (("ask_user", {"question": "Which chain?"}), "failed", "no one can answer questions in this run"),
     ],
-    ids=["simulate-needs-approval", "ask-user"],
+    ids=["cancel-needs-approval", "ask-user"],
 )
 def test_without_a_terminal_nothing_waits_and_the_model_is_told(
     tmp_path: Path, openai_server, call: tuple[str, dict], status: str, told: str
@@ -107,9 +107,8 @@ def test_without_a_terminal_nothing_waits_and_the_model_is_told(
     (record,) = summary["tool_calls"]
     assert record["status"] == status and told in record["error"]
     assert told in _tool_messages(openai_server.chat_requests()[1])[0]
-    if call[0] == "simulate":
-        assert "--approve-all" in record["error"]
-        assert not (Path(summary["results_json"]).parent / "runs").exists()  # nothing ran
+    if call[0] == "cancel_task":
+        assert "--approve-all" in record["error"] and "no one could approve it here" in record["error"]
 
 
 def test_a_model_without_native_tools_decides_through_the_schema(tmp_path: Path, openai_server) -> None:

@@ -52,7 +52,8 @@ def _run(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess
 
 def _ask(cwd: Path, *mcp: str) -> tuple[subprocess.CompletedProcess[str], dict]:
     flags = [part for name in mcp for part in ("--mcp", name)]
-    completed = _run(cwd, "ask", QUESTION, "--llm", "scripted", "--json", *flags)
+    # an external server's tools reach outside, which asks first: approved here, as a user would
+    completed = _run(cwd, "ask", QUESTION, "--llm", "scripted", "--json", "--approve-all", *flags)
     return completed, json.loads(completed.stdout.splitlines()[-1]) if completed.stdout.strip() else {}
 
 

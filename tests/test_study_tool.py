@@ -114,5 +114,5 @@ def test_the_full_catalogue_is_the_builtin_tools_and_the_workflow_tools() -> Non
     names = [tool.name for tool in catalogue]
     assert names == [tool.name for tool in builtin_tools()] + ["run_stability_study"]
     study = catalogue.get("run_stability_study")
-    assert (study.cost, study.needs_approval, study.runs_on_site) == ("hours", True, True)
+    assert (study.cost, study.effects, study.runs_on_site) == ("hours", {"computes", "writes"}, True)
     assert study.parameters()["properties"]["budget_s"]["minimum"] == MIN_BUDGET_S

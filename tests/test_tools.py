@@ -123,7 +123,7 @@ def _fails(arguments: _Nothing, context: ToolContext) -> _Nothing:
 
 
 def test_a_tool_that_fails_keeps_its_failure_class_and_names_are_unique(context: ToolContext) -> None:
-    tool = define_tool(_fails, name="always_fails")
+    tool = define_tool(_fails, effects={"computes"}, name="always_fails")
     with pytest.raises(ToolFailed, match="tool always_fails: the simulation blew up") as failed:
         tool.call({}, context)
     assert failed.value.failure_class == "instability"
@@ -131,7 +131,9 @@ def test_a_tool_that_fails_keeps_its_failure_class_and_names_are_unique(context:
     with pytest.raises(ValueError, match="already registered"):
         registry.add(tool)
     with pytest.raises(ValueError, match="lower_snake_case"):
-        define_tool(_fails, name="Always Fails")
+        define_tool(_fails, effects={"computes"}, name="Always Fails")
+    with pytest.raises(ValueError, match="effects must be some of"):  # every tool says what it does
+        define_tool(_fails, effects={"explodes"}, name="always_fails")
     subset = builtin_tools().subset(["read_file", "list_files"])
     assert [t.name for t in subset] == ["read_file", "list_files"]
 

@@ -34,7 +34,6 @@ from pydantic import BaseModel, create_model
 
 from sciagent.agent.observations import REPEAT_NOTE, observation, readable, unattributed_numbers
 from sciagent.agent.steps import (
-    Approve,
     Budget,
     CallStatus,
     PlannedCall,
@@ -46,7 +45,8 @@ from sciagent.agent.steps import (
 from sciagent.errors import ModelError, StructuredOutputError
 from sciagent.llm.base import ChatModel, Message
 from sciagent.llm.structured import StructuredAnswer, ask_structured
-from sciagent.tools.registry import COST_RANK, Tool, ToolArgumentsError, ToolContext, ToolFailed, ToolRegistry
+from sciagent.tools.approval import Answerer, ApprovalPolicy
+from sciagent.tools.registry import Tool, ToolArgumentsError, ToolContext, ToolFailed, ToolRegistry
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +74,10 @@ class Agent:
         tools: the catalogue the model may call.
         context: what the tools get (the session directory, the task board).
         budget: when to stop without an answer.
-        approve: asked before a tool above ``approval_above`` runs; None: such a call is refused and the
-            model is told no one can approve it.
-        approval_above: tools of a higher cost class ask first (``instant``: simulations ask).
+        policy: decides from what each call does whether it runs, asks first or is refused
+            (``sciagent.tools.approval``).
+        answer: who answers a call the policy says must ask (the journal's approval desk); None: such
+            a call is refused and the model is told no one can approve it.
         recorder: where each step goes as it happens (None: nothing is kept).
         instructions: what this agent is for, after the system prompt (a sub-agent's definition).
     """
@@ -85,8 +86,8 @@ class Agent:
     tools: ToolRegistry
     context: ToolContext
     budget: Budget = field(default_factory=Budget)
-    approve: Approve | None = None
-    approval_above: str = "instant"
+    policy: ApprovalPolicy = field(default_factory=ApprovalPolicy)
+    answer: Answerer | None = None
     recorder: SessionRecorder | None = None
     instructions: str | None = None
     records: list[ToolCallRecord] = field(default_factory=list)
@@ -255,10 +256,10 @@ class Agent:
             parsed = tool.parse(call.raw)
         except ToolArgumentsError as exc:
             return self._record(step, call.call_id, name, arguments, "invalid", error=f"invalid call: {exc}")
-        refusal = self._refusal(tool, parsed)
+        context = replace(self.context, call_id=call.call_id, transcript=tuple(self.messages))
+        refusal = self._refusal(tool, parsed, context)
         if refusal:
             return self._record(step, call.call_id, name, arguments, "refused", error=refusal)
-        context = replace(self.context, call_id=call.call_id, transcript=tuple(self.messages))
         try:
             result = tool.run(parsed, context)
         except ToolArgumentsError as exc:
@@ -280,22 +281,21 @@ class Agent:
             self._tokens += int(usage.get("tokens", 0))
             self._simulated_ns += float(usage.get("simulated_ns", 0.0))
 
-    def _refusal(self, tool: Tool, parsed: BaseModel) -> str | None:
-        """Why ``tool`` may not run now (approval, the simulated-time budget), or None."""
+    def _refusal(self, tool: Tool, parsed: BaseModel, context: ToolContext) -> str | None:
+        """Why ``tool`` may not run now (the simulated-time budget, the approval policy), or None."""
         more = _asked_ns(tool.name, parsed)
         if self._simulated_ns + more > self.budget.max_simulated_ns:
             left = self.budget.max_simulated_ns - self._simulated_ns
             return f"refused: {tool.name} asks {more:g} ns but the session has {left:g} ns of simulation left"
-        if COST_RANK[tool.cost] <= COST_RANK[self.approval_above]:
+        request = self.policy.request(tool, parsed, context, context.call_id)
+        if request.decision == "allow":
             return None
-        if self.approve is None:
-            return (
-                f"refused: {tool.name} ({tool.cost}) needs approval and no one can give it here "
-                "(run with --approve-all to allow it)"
-            )
-        if not self.approve(tool, parsed.model_dump(mode="json")):
-            return f"refused: the user declined {tool.name}"
-        return None
+        if request.decision == "deny":
+            return f"refused: {request.reason}"
+        if self.answer is None:
+            return f"refused: {request.reason} and no one can approve it here (--approve-all allows it)"
+        verdict = self.answer(request)
+        return None if verdict.approved else f"refused: {request.reason}, and it was not: {verdict.reason}"
 
     def _final_answer(self) -> str:
         """The answer, asked for outright as plain text (a schema adds nothing to prose, and a small

@@ -7,14 +7,13 @@ its transcript the same way).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, Field
 
 from sciagent.llm.base import Message
-from sciagent.tools.registry import Tool
 
 CallStatus = Literal["ok", "invalid", "failed", "repeated", "refused"]
 
@@ -52,14 +51,6 @@ class SessionOutcome(BaseModel):
     steps: int = 0
     tokens: int = 0
     wall_time_s: float = 0.0
-
-
-Approve = Callable[[Tool, dict[str, Any]], bool]
-
-
-def approve_everything(tool: Tool, arguments: dict[str, Any]) -> bool:
-    """The ``Approve`` of ``--approve-all`` and of evaluations: every call may run."""
-    return True
 
 
 def with_structure(question: str, structure: str | None) -> str:

@@ -5,17 +5,20 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.padding import Padding
 
 from sciagent.agent.journal import Journal
-from sciagent.agent.steps import Budget, approve_everything, with_structure
+from sciagent.agent.steps import Budget, with_structure
+from sciagent.cli.approval import terminal_or_none
 from sciagent.cli.common import (
     EXIT_FAILED,
     UnsandboxedOption,
+    duration_flag,
     exit_code_for,
     exits_on_error,
     fail,
@@ -24,16 +27,30 @@ from sciagent.cli.common import (
 from sciagent.cli.runs import transcript_table
 from sciagent.config import Settings
 from sciagent.console import err_console, out_console
-from sciagent.durations import parse_duration
 from sciagent.errors import SciagentError
-from sciagent.tools.registry import Tool
+from sciagent.redaction import scrub
 from sciagent.workflows.ask import AskOptions, AskResult, ask, open_session, resume, tell
 
 LlmOption = Annotated[str | None, typer.Option("--llm", help="model profile (sciagent llm profiles)")]
 SiteOption = Annotated[str | None, typer.Option("--site", help="where simulations run (default: here)")]
 BudgetOption = Annotated[str, typer.Option("--budget", help="wall time for the session, e.g. 10m")]
 MaxStepsOption = Annotated[int, typer.Option("--max-steps", min=1, help="model turns at most")]
-ApproveAllOption = Annotated[bool, typer.Option("--approve-all", help="run simulations without asking first")]
+ApproveAllOption = Annotated[
+    bool,
+    typer.Option(
+        "--approve-all",
+        help="run every call that would ask first without asking: batch jobs on your allocation, cancels "
+        "and model-written code included",
+    ),
+]
+WaitApprovalOption = Annotated[
+    str | None,
+    typer.Option(
+        "--wait-for-approval",
+        metavar="DURATION",
+        help="without a terminal, wait this long for `sciagent approve` before refusing a call (e.g. 10m)",
+    ),
+]
 WorkspaceOption = Annotated[Path | None, typer.Option("--workspace", help="where sessions live")]
 JsonOption = Annotated[bool, typer.Option("--json", help="print exactly one JSON object at the end")]
 StructureOption = Annotated[str | None, typer.Option("--structure", help="name, PDB id or file")]
@@ -51,6 +68,7 @@ def ask_command(
     budget: BudgetOption = "30m",
     max_steps: MaxStepsOption = 20,
     approve_all: ApproveAllOption = False,
+    wait_for_approval: WaitApprovalOption = None,
     mcp: McpOption = None,
     allow_unsandboxed_code: UnsandboxedOption = False,
     workspace: WorkspaceOption = None,
@@ -58,9 +76,9 @@ def ask_command(
 ) -> None:
     """Answer a question by letting the model call sciagent's tools; every number is checked."""
     settings = settings_for(workspace)
-    options = _options(
-        llm, site, budget, max_steps, approve_all, _terminal_or_none(), mcp, allow_unsandboxed_code
-    )
+    approvals = Approvals(approve_all, wait_for_approval)
+    ask_user = _terminal_or_none()
+    options = _options(llm, site, budget, max_steps, approvals, ask_user, mcp, allow_unsandboxed_code)
     _end(lambda: ask(with_structure(question, structure), options, settings), as_json)
 
 
@@ -70,15 +88,17 @@ def resume_session(
     site: str | None,
     budget: str,
     max_steps: int,
-    approve_all: bool,
+    approvals: Approvals,
     allow_unsandboxed_code: bool,
     workspace: Path | None,
     as_json: bool,
+    takeover: bool = False,
 ) -> None:
     """``sciagent resume`` of an ask/chat session (``app.resume`` decides which kind an id is)."""
     settings = settings_for(workspace)
     ask_user = _terminal_or_none()
-    options = _options(llm, site, budget, max_steps, approve_all, ask_user, None, allow_unsandboxed_code)
+    options = _options(llm, site, budget, max_steps, approvals, ask_user, None, allow_unsandboxed_code)
+    options = replace(options, takeover=takeover)
     _end(lambda: resume(session_id, options, settings), as_json)
 
 
@@ -89,6 +109,7 @@ def chat_command(
     budget: BudgetOption = "2h",
     max_steps: MaxStepsOption = 50,
     approve_all: ApproveAllOption = False,
+    wait_for_approval: WaitApprovalOption = None,
     mcp: McpOption = None,
     allow_unsandboxed_code: UnsandboxedOption = False,
     workspace: WorkspaceOption = None,
@@ -102,7 +123,8 @@ def chat_command(
     first = _read_line(prompt)
     if not first:
         return
-    options = _options(llm, site, budget, max_steps, approve_all, _answer_line, mcp, allow_unsandboxed_code)
+    approvals = Approvals(approve_all, wait_for_approval)
+    options = _options(llm, site, budget, max_steps, approvals, _answer_line, mcp, allow_unsandboxed_code)
     with (
         exits_on_error(),
         open_session(settings, options, question=with_structure(first, structure)) as session,
@@ -157,20 +179,18 @@ def _options(
     site: str | None,
     budget: str,
     max_steps: int,
-    approve_all: bool,
+    approvals: Approvals,
     ask_user: Callable[[str], str] | None,
     mcp: list[str] | None = None,
     allow_unsandboxed: bool = False,
 ) -> AskOptions:
-    try:
-        wall = parse_duration(budget)
-    except ValueError as exc:
-        fail(f"invalid --budget: {exc}")
     return AskOptions(
         llm=llm,
         site=site,
-        budget=Budget(max_steps=max_steps, wall_time_s=wall),
-        approve=approve_everything if approve_all else (_ask_terminal if sys.stdin.isatty() else None),
+        budget=Budget(max_steps=max_steps, wall_time_s=duration_flag("--budget", budget)),
+        approve_all=approvals.approve_all,
+        terminal=terminal_or_none(),
+        wait_for_approval_s=duration_flag("--wait-for-approval", approvals.wait) if approvals.wait else 0.0,
         ask_user=ask_user,
         mcp=tuple(mcp or ()),
         allow_unsandboxed_code=allow_unsandboxed,
@@ -192,9 +212,12 @@ def _end(work: Callable[[], AskResult], as_json: bool) -> None:
         fail(f"no answer: {result.outcome.reason} (see {result.report_md})", EXIT_FAILED)
 
 
-def _ask_terminal(tool: Tool, arguments: dict[str, Any]) -> bool:
-    shown = ", ".join(f"{key}={value}" for key, value in arguments.items())
-    return typer.confirm(f"run {tool.name}({shown}) [{tool.cost}]?", default=True, err=True)
+@dataclass(frozen=True)
+class Approvals:
+    """What the command line said about approvals: ``--approve-all``, ``--wait-for-approval``."""
+
+    approve_all: bool = False
+    wait: str | None = None
 
 
 def _terminal_or_none() -> Callable[[str], str] | None:
@@ -230,10 +253,10 @@ def _print(result: AskResult, as_json: bool) -> None:
             "report_md": str(result.report_md),
             "report_html": str(result.report_html),
         }
-        typer.echo(json.dumps(summary))
+        typer.echo(scrub(json.dumps(summary)))  # a model may echo a key: never printed
         return
-    out_console.print(outcome.answer or f"(no answer: {outcome.reason})", highlight=False, markup=False,
-                      soft_wrap=True)  # fmt: skip
+    answer = scrub(outcome.answer or f"(no answer: {outcome.reason})")
+    out_console.print(answer, highlight=False, markup=False, soft_wrap=True)
     if outcome.unattributed_numbers:
         out_console.print(
             f"unattributed numbers (in no tool result): {', '.join(outcome.unattributed_numbers)}",

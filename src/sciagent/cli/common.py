@@ -19,7 +19,8 @@ from rich.markup import escape
 
 from sciagent.config import Settings, config_file_error
 from sciagent.console import err_console
-from sciagent.errors import InternalError, SciagentError, UserError
+from sciagent.durations import parse_duration
+from sciagent.errors import ConfigError, InternalError, SciagentError, UserError
 
 # Shared by `simulate` and `run`: both prepare structures.
 RemoveUnknownResiduesOption = Annotated[
@@ -74,6 +75,14 @@ def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
     raise typer.Exit(code)
 
 
+def duration_flag(flag: str, text: str) -> float:
+    """Seconds in a duration flag's value (``5m``, ``1h30m``), or a one-line error naming the flag."""
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        fail(f"invalid {flag}: {exc}")
+
+
 def fail_internal(error: InternalError) -> NoReturn:
     """Print a bug's one line (``internal error: <type>: <message> (traceback in <path>)``), exit 1."""
     err_console.print(f"[bold red]{escape(str(error))}[/]", highlight=False, soft_wrap=True)
@@ -86,6 +95,8 @@ def load_settings() -> Settings:
         return Settings()
     except tomllib.TOMLDecodeError as exc:
         fail(f"{config_file_error(exc)}: fix the file, or move it away")
+    except ConfigError as exc:  # an untrusted project file sets what only the user may (config_trust)
+        fail(str(exc))
     except ValidationError as exc:
         error = exc.errors()[0]
         where = ".".join(str(part) for part in error["loc"]) or "settings"

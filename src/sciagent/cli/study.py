@@ -11,6 +11,7 @@ from typing import Annotated, NoReturn
 import typer
 
 from sciagent.agent.journal import Journal
+from sciagent.cli.approval import confirm_on_terminal
 from sciagent.cli.common import (
     EXIT_FAILED,
     RemoveUnknownResiduesOption,
@@ -82,10 +83,12 @@ def resume(
     approve: ApproveOption = False,
     workspace: WorkspaceOption = None,
     as_json: JsonOption = False,
+    takeover: bool = False,
 ) -> None:
     """Continue an interrupted study: finished simulations are kept, interrupted ones resume."""
     settings = _settings(workspace)
     options = _options(llm, budget, approve, as_json, None, site or "")
+    options.takeover = takeover
     _finish(lambda: resume_study(run_id, options, settings), options, as_json)
 
 
@@ -155,14 +158,9 @@ def _options(
         site=site,
         budget_s=budget_s,
         max_simulation_time_s=max_simulation_time,
-        approve=_ask if approve else None,
+        approve=confirm_on_terminal if approve else None,
         notify=_notify_json if as_json else _notify,
     )
-
-
-def _ask(question: str) -> bool:
-    """Ask on the terminal; the question goes to stderr so that stdout keeps only the result."""
-    return typer.confirm(question, default=True, err=True)
 
 
 def _notify(phase: str, message: str) -> None:

@@ -20,9 +20,9 @@ def tools(
     if as_json:
         typer.echo(json.dumps(described))
         return
-    table = Table("tool", "cost", "flags")
+    table = Table("tool", "cost", "effects")
     table.add_column("description", overflow="fold")
     for tool in described:
-        flags = [flag for flag in ("needs_approval", "runs_on_site") if tool[flag]]
-        table.add_row(tool["name"], tool["cost"], ", ".join(flags) or "-", tool["description"])
+        effects = [*tool["effects"], *(["runs on a site"] if tool["runs_on_site"] else [])]
+        table.add_row(tool["name"], tool["cost"], ", ".join(effects), tool["description"])
     out_console.print(table)

@@ -59,7 +59,7 @@ class BackgroundCalls:
 
     def tools(self) -> list[Tool]:
         """The served tool that follows these calls."""
-        return [define_tool(self.background_call, cost="minutes")]
+        return [define_tool(self.background_call, effects={"reads"}, cost="minutes")]
 
     def start(self, tool: Tool, arguments: BaseModel) -> BackgroundCall:
         """Start ``tool`` on validated ``arguments``; its state (running) at once."""

@@ -32,7 +32,8 @@ from pydantic import BaseModel, Field
 
 from sciagent.config import McpServerConfig
 from sciagent.errors import ConfigError, SciagentError
-from sciagent.tools.registry import OpenArguments, SchemaTool, Tool, ToolContext, ToolFailed
+from sciagent.redaction import register_secret
+from sciagent.tools.registry import Effect, OpenArguments, SchemaTool, Tool, ToolContext, ToolFailed
 
 # What a model endpoint accepts as a function name (OpenAI's rule); the NAME. prefix is added to it.
 _REMOTE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -151,6 +152,7 @@ class McpConnection:
             raise ConfigError(
                 f"MCP server {self.name}: its token_env {self.config.token_env} is not set in the environment"
             )
+        register_secret(token)  # never in the journal, a report or a log line
         return {"Authorization": f"Bearer {token}"}
 
     async def _transport(self, stack: AsyncExitStack, headers: dict[str, str]) -> Any:
@@ -169,18 +171,27 @@ class McpConnection:
             return self.call(listed.name, arguments.model_dump())
 
         description = (listed.description or listed.title or listed.name).strip().split("\n\n")[0]
-        read_only = listed.annotations is not None and listed.annotations.read_only_hint is True
         return SchemaTool(
             name=f"{self.name}.{listed.name}",
             description=f"[MCP server {self.name}] {' '.join(description.split())}",
             arguments=OpenArguments,
             result=ExternalResult,
             function=function,
-            # A call may do anything the server can, so it asks for approval unless the server says it
-            # only reads (the person chose to trust the server by configuring it).
-            cost="instant" if read_only else "minutes",
+            cost="minutes",
+            effects=self._effects(listed),
             input_schema=dict(listed.input_schema),
         )
+
+    def _effects(self, listed: types.Tool) -> frozenset[Effect]:
+        """What a call of ``listed`` does, as far as we may believe: it reaches outside (to the server),
+        and it destroys if the server says so. A read-only hint is believed only from a server the
+        user's own configuration trusts (``trusted = true``): any server can claim it."""
+        hints = listed.annotations
+        if self.config.trusted and hints is not None and hints.read_only_hint is True:
+            return frozenset({"reads"})
+        if hints is not None and hints.destructive_hint is True:
+            return frozenset({"reaches_outside", "destroys"})
+        return frozenset({"reaches_outside"})
 
     def _where(self) -> str:
         return f"({' '.join(self.config.command)})" if self.config.command else f"at {self.config.url}"

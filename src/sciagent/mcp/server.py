@@ -25,7 +25,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import version
 from typing import Any
 
@@ -37,7 +37,8 @@ from mcp.server.stdio import stdio_server
 from pydantic import BaseModel
 
 from sciagent.mcp.background import BackgroundCall, BackgroundCalls
-from sciagent.tools.registry import Tool, ToolArgumentsError, ToolContext, ToolFailed, ToolRegistry
+from sciagent.tools.approval import Answerer, ApprovalPolicy
+from sciagent.tools.registry import Effect, Tool, ToolArgumentsError, ToolContext, ToolFailed, ToolRegistry
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,33 @@ INSTRUCTIONS = (
     "or wait_for_task (each waits at most a minute: call again), collect it with task_result. Tasks live in "
     "the server's workspace, so a later connection can collect what an earlier one started (list_tasks)."
 )
+
+
+@dataclass(frozen=True)
+class ServedApprovals:
+    """How the server decides what it offers and whether a call runs: the same approval policy as a
+    session (``sciagent.tools.approval``), who answers a call that must ask (None: no one, refused),
+    and the tools the operator allowed when starting it (``--allow-tool``: served, and their calls
+    that would ask are approved; a deny rule still refuses)."""
+
+    policy: ApprovalPolicy = field(default_factory=ApprovalPolicy)
+    answer: Answerer | None = None
+    preapproved: frozenset[str] = frozenset()
+
+    def serves(self, tool: Tool, site: str) -> bool:
+        return tool.name in self.preapproved or self.policy.serves_by_default(tool, site)
+
+    def refusal(self, tool: Tool, arguments: BaseModel, context: ToolContext) -> str | None:
+        """Why this call may not run, or None."""
+        request = self.policy.request(tool, arguments, context)
+        if request.decision == "allow" or (request.decision == "ask" and tool.name in self.preapproved):
+            return None
+        if request.decision == "deny":
+            return f"refused: {request.reason}"
+        if self.answer is None:
+            return f"refused: {request.reason} and this server has no one to ask"
+        verdict = self.answer(request)
+        return None if verdict.approved else f"refused: {request.reason}, and it was not: {verdict.reason}"
 
 
 @dataclass(frozen=True)
@@ -68,17 +96,25 @@ def catalogue_server(
     context: ToolContext,
     *,
     on_call: Callable[[ServedCall], None] | None = None,
+    approvals: ServedApprovals | None = None,
     max_wait_s: float = MAX_WAIT_S,
     progress_every_s: float = PROGRESS_EVERY_S,
 ) -> Server:
-    """An MCP server for every tool of ``registry``, each run with ``context``.
+    """An MCP server for the tools of ``registry`` that ``approvals`` serves, each run with ``context``.
 
-    Tools of cost ``hours`` run in the background: their call answers with a call id at once and the
-    served ``background_call`` tool reports on it (see ``sciagent.mcp.background``).
+    By default nothing that spends an allocation, destroys or runs model-written code is served, and
+    each call is decided by the approval policy before it runs. Tools of cost ``hours`` run in the
+    background: their call answers with a call id at once and the served ``background_call`` tool
+    reports on it (see ``sciagent.mcp.background``).
     """
+    approvals = approvals or ServedApprovals()
+    site = context.tasks.default_site if context.tasks is not None else "local"
     background = BackgroundCalls(context, max_wait_s=max_wait_s)
-    served = ToolRegistry.of([*registry, *background.tools()])
-    listing = types.ListToolsResult(tools=[_described(tool, max_wait_s) for tool in served])
+    offered = [tool for tool in registry if approvals.serves(tool, site)]
+    served = ToolRegistry.of([*offered, *background.tools()])
+    listing = types.ListToolsResult(
+        tools=[_described(tool, approvals.policy.effects_at(tool, site), max_wait_s) for tool in served]
+    )
     schemas = {tool.name: tool.input_schema for tool in listing.tools}
 
     async def list_tools(
@@ -93,6 +129,9 @@ def catalogue_server(
         try:
             tool = served.get(params.name)
             arguments = _capped(tool.parse(raw), max_wait_s)
+            refusal = await anyio.to_thread.run_sync(approvals.refusal, tool, arguments, context)
+            if refusal:
+                raise ToolFailed(refusal, "approval")
             if tool.cost == "hours":
                 result: BaseModel = background.start(tool, arguments)
             else:
@@ -122,9 +161,11 @@ async def serve_stdio(server: Server) -> None:
         await server.run(read_stream, write_stream, server.create_initialization_options())
 
 
-def _described(tool: Tool, max_wait_s: float) -> types.Tool:
-    """The tool as ``tools/list`` shows it: the catalogue's description and both schemas (an hours tool's
-    result is the background call it starts)."""
+def _described(tool: Tool, effects: frozenset[Effect], max_wait_s: float) -> types.Tool:
+    """The tool as ``tools/list`` shows it: the catalogue's description, both schemas (an hours tool's
+    result is the background call it starts) and hints from what it does: read-only only for a tool
+    that only reads (clients run those unasked), destructive where it destroys, open-world where it
+    reaches outside or spends an allocation."""
     schema = tool.parameters()
     waits = schema.get("properties", {}).get("timeout_s")
     if waits is not None:  # the cap _capped applies, shown where the caller reads the limits
@@ -139,7 +180,11 @@ def _described(tool: Tool, max_wait_s: float) -> types.Tool:
         description=description,
         input_schema=schema,
         output_schema=result.model_json_schema(mode="serialization"),
-        annotations=types.ToolAnnotations(read_only_hint=tool.cost == "instant" and not tool.runs_on_site),
+        annotations=types.ToolAnnotations(
+            read_only_hint=effects <= {"reads"},
+            destructive_hint="destroys" in effects,
+            open_world_hint=bool(effects & {"reaches_outside", "spends"}),
+        ),
     )
 
 

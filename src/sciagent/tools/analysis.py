@@ -129,13 +129,13 @@ def compare_runs(arguments: CompareArguments, context: ToolContext) -> Compariso
 
 
 ANALYSIS_TOOLS = [
-    define_tool(rmsd),
-    define_tool(rmsf),
-    define_tool(radius_of_gyration),
-    define_tool(secondary_structure),
-    define_tool(sasa),
-    define_tool(hydrogen_bonds),
-    define_tool(moments_of_inertia),
-    define_tool(energy_timeseries),
-    define_tool(compare_runs, cost="minutes"),
+    define_tool(rmsd, effects={"reads", "computes"}),
+    define_tool(rmsf, effects={"reads", "computes"}),
+    define_tool(radius_of_gyration, effects={"reads", "computes"}),
+    define_tool(secondary_structure, effects={"reads", "computes"}),
+    define_tool(sasa, effects={"reads", "computes"}),
+    define_tool(hydrogen_bonds, effects={"reads", "computes"}),
+    define_tool(moments_of_inertia, effects={"reads", "computes"}),
+    define_tool(energy_timeseries, effects={"reads", "computes"}),
+    define_tool(compare_runs, effects={"reads", "computes"}, cost="minutes"),
 ]

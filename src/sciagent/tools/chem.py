@@ -184,4 +184,6 @@ def chem_energy(arguments: EnergyArguments, context: ToolContext) -> ChemEnergy:
     )
 
 
-CHEM_TOOLS = [define_tool(chem_energy, cost="minutes", runs_on_site=True)]
+CHEM_TOOLS = [define_tool(
+        chem_energy, effects={"computes", "writes", "reaches_outside"}, cost="minutes", runs_on_site=True
+    )]

@@ -33,4 +33,4 @@ def ask_user(arguments: QuestionArguments, context: ToolContext) -> UserReply:
     return UserReply(question=arguments.question, reply=context.ask_user(arguments.question))
 
 
-CONVERSATION_TOOLS = [define_tool(ask_user)]
+CONVERSATION_TOOLS = [define_tool(ask_user, effects={"reads"})]

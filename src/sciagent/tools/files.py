@@ -111,4 +111,8 @@ def write_file(arguments: WriteFileArguments, context: ToolContext) -> FileWritt
     return FileWritten(path=str(path.relative_to(context.session_dir.resolve())), bytes=len(data))
 
 
-FILE_TOOLS = [define_tool(list_files), define_tool(read_file), define_tool(write_file)]
+FILE_TOOLS = [
+    define_tool(list_files, effects={"reads"}),
+    define_tool(read_file, effects={"reads"}),
+    define_tool(write_file, effects={"writes"}),
+]

@@ -111,4 +111,4 @@ def _label(task_id: str, spec: MDSpec | None) -> str:
     return f"{task_id} ({', '.join(parts)})"
 
 
-PLOT_TOOLS = [define_tool(plot, cost="minutes")]
+PLOT_TOOLS = [define_tool(plot, effects={"computes", "writes"}, cost="minutes")]

@@ -8,7 +8,9 @@ all of that from the function, so a tool is written once (smolagents' and pydant
 
 A call never raises anything but ``ToolArgumentsError`` (the model can fix it: the message names the
 tool, the argument and what is wrong) or ``ToolFailed`` (it ran and failed: the message and a failure
-class); both become observations for the model.
+class; any other exception a tool lets out, an ``OSError`` say, is a ``ToolFailed`` of class
+``internal`` naming the exception's type); both become observations for the model, never the end of a
+session.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 from jsonschema import Draft202012Validator
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from sciagent.config import Settings
+from sciagent.config import EFFECTS, Effect, Settings
 from sciagent.errors import SciagentError, UserError
 from sciagent.llm.base import Message, ToolSpec
 
@@ -36,6 +38,7 @@ if TYPE_CHECKING:  # these build on this module, or are only handed through
 
 CostClass = Literal["instant", "minutes", "hours"]
 COST_RANK: dict[str, int] = {"instant": 0, "minutes": 1, "hours": 2}
+
 _NAME = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)?$")  # `NAME.tool` for an MCP server's tools
 
 A = TypeVar("A", bound=BaseModel)
@@ -90,8 +93,28 @@ class ToolContext:
 
 
 @dataclass(frozen=True)
+class CallPreview:
+    """What an approval of one call is about, computed from the call before it runs.
+
+    Attributes:
+        summary: one line naming the action and what it acts on.
+        detail: what the person must read before saying yes (a job script, generated code); empty if
+            the summary says it all.
+        facts: what approval rules match on (``site``, ``queue``, ``nodes``, ``walltime_s``, ``account``).
+    """
+
+    summary: str
+    detail: str = ""
+    facts: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Tool(Generic[A, R]):
-    """One catalogue entry; build it with ``define_tool``."""
+    """One catalogue entry; build it with ``define_tool``.
+
+    ``effects`` say what the tool does (see ``Effect``); a tool that ``runs_on_site`` also spends an
+    allocation when its site is a batch site. ``preview`` tells an approver what one call would do.
+    """
 
     name: str
     description: str
@@ -99,8 +122,9 @@ class Tool(Generic[A, R]):
     result: type[R]
     function: Callable[[A, ToolContext], R]
     cost: CostClass = "instant"
-    needs_approval: bool = False
+    effects: frozenset[Effect] = frozenset({"reads"})
     runs_on_site: bool = False
+    preview: Callable[[A, ToolContext], CallPreview] | None = None
 
     def parameters(self) -> dict[str, Any]:
         """The JSON schema of the arguments, as a model and an MCP client are shown it."""
@@ -150,8 +174,12 @@ class Tool(Generic[A, R]):
             raise ToolArgumentsError(f"tool {self.name}: {exc}") from exc
         except SciagentError as exc:
             raise ToolFailed(f"tool {self.name}: {exc}", getattr(exc, "failure_class", "failed")) from exc
+        except Exception as exc:  # an OSError, a ValueError: still the tool's failure, never the session's
+            raise ToolFailed(f"tool {self.name}: {type(exc).__name__}: {exc}", "internal") from exc
         if not isinstance(result, self.result):
-            raise TypeError(f"tool {self.name} returned {type(result).__name__}, not {self.result.__name__}")
+            raise ToolFailed(
+                f"tool {self.name} returned {type(result).__name__}, not {self.result.__name__}", "internal"
+            )
         return result
 
 
@@ -196,17 +224,20 @@ def _schema_problem(problem: Any) -> str:
 def define_tool(
     function: Callable[[A, ToolContext], R],
     *,
+    effects: Iterable[Effect],
     name: str | None = None,
     cost: CostClass = "instant",
-    needs_approval: bool = False,
     runs_on_site: bool = False,
+    preview: Callable[[A, ToolContext], CallPreview] | None = None,
 ) -> Tool[A, R]:
     """A ``Tool`` from ``function``: name, argument and result models and description read from it.
+
+    ``effects`` is required: every tool says what it does, and approval is decided from that.
 
     Raises:
         TypeError: the function's first parameter or its return is not annotated with a pydantic model,
             or it has no docstring.
-        ValueError: the name is not lower_snake_case.
+        ValueError: the name is not lower_snake_case, or no (or an unknown) effect is given.
     """
     hints = typing.get_type_hints(function)
     parameters = list(inspect.signature(function).parameters)
@@ -221,7 +252,20 @@ def define_tool(
     if not _NAME.match(tool_name):
         raise ValueError(f"tool name {tool_name!r} must be lower_snake_case")
     description = doc.split("\n\n", 1)[0].replace("\n", " ")
-    return Tool(tool_name, description, arguments, result, function, cost, needs_approval, runs_on_site)
+    return Tool(
+        tool_name, description, arguments, result, function, cost, checked_effects(tool_name, effects),
+        runs_on_site, preview,
+    )  # fmt: skip
+
+
+def checked_effects(tool: str, effects: Iterable[str]) -> frozenset[Effect]:
+    """``effects`` as a set, each one known and at least one given (ValueError otherwise)."""
+    declared = frozenset(effects)
+    unknown = sorted(declared - set(EFFECTS))
+    if unknown or not declared:
+        known = ", ".join(EFFECTS)
+        raise ValueError(f"tool {tool}: effects must be some of {known} (got {sorted(declared)})")
+    return declared  # type: ignore[return-value]  # checked against EFFECTS just above
 
 
 @dataclass
@@ -265,7 +309,7 @@ class ToolRegistry:
                 "name": tool.name,
                 "description": tool.description,
                 "cost": tool.cost,
-                "needs_approval": tool.needs_approval,
+                "effects": sorted(tool.effects),
                 "runs_on_site": tool.runs_on_site,
                 "arguments": tool.parameters(),
                 "result": tool.result.model_json_schema(),

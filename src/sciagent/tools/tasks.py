@@ -331,10 +331,10 @@ def _status(tasks: TaskBoard, task: BoardTask) -> TaskStatus:
 
 
 TASK_TOOLS = [
-    define_tool(simulate, cost="minutes", runs_on_site=True),
-    define_tool(wait_for_task, cost="minutes"),
-    define_tool(task_status),
-    define_tool(task_result),
-    define_tool(cancel_task),
-    define_tool(list_tasks),
+    define_tool(simulate, effects={"computes", "writes"}, cost="minutes", runs_on_site=True),
+    define_tool(wait_for_task, effects={"reads"}, cost="minutes"),
+    define_tool(task_status, effects={"reads"}),
+    define_tool(task_result, effects={"reads"}),
+    define_tool(cancel_task, effects={"destroys"}),
+    define_tool(list_tasks, effects={"reads"}),
 ]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 
+from sciagent.agent.approvals import journalled_approval
 from sciagent.agent.guardrails import Allowance, affordable_steps
 from sciagent.agent.policy import Action, next_action
 from sciagent.compute.base import TaskHandle
@@ -308,4 +309,5 @@ class ConditionRunner:
         estimate = f"about {steps / throughput.steps_per_s / workers:.0f} s" if throughput else "time unknown"
         names = ", ".join(c.name for c in conditions)
         detail = f"{state.fitted.production_ps:g} ps each, " if state.fitted and batch == "start" else ""
-        return approve(f"Run {len(conditions)} simulation(s) [{names}]: {detail}{estimate}?")
+        question = f"Run {len(conditions)} simulation(s) [{names}]: {detail}{estimate}?"
+        return journalled_approval(self.study.ctx.journal, state.run_id, question, approve)

@@ -9,12 +9,14 @@ journal step per task holding its check results, and an event with the total.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 
 from sciagent.agent.evaluation import EvalTask, Suite, TaskScore, load_suite, score_task
 from sciagent.agent.journal import Journal
+from sciagent.agent.ownership import owning
 from sciagent.agent.session import EVAL_KIND
-from sciagent.agent.steps import Budget, approve_everything
+from sciagent.agent.steps import Budget
 from sciagent.config import Settings
 from sciagent.errors import SciagentError
 from sciagent.workflows.ask import AskOptions, ask
@@ -80,8 +82,9 @@ def evaluate_suite(
     """
     options = EvalOptions(llm=options.llm or settings.default_llm, site=options.site)
     config = {"kind": EVAL_KIND, "suite": suite.name, "llm": options.llm, "site": options.site}
-    with Journal.in_workspace(settings.workspace) as journal:
+    with Journal.in_workspace(settings.workspace) as journal, ExitStack() as owned:
         run_id = journal.create_run(f"eval {suite.name}", config | {"tasks": [t.id for t in suite.tasks]})
+        owned.enter_context(owning(journal, run_id, what="eval"))
         scores: list[TaskScore] = []
         try:
             for task in suite.tasks:
@@ -111,7 +114,7 @@ def evaluate_suite(
 def _run_task(task: EvalTask, options: EvalOptions, settings: Settings) -> TaskScore:
     """One task's ``ask`` session, within the task's budget, scored."""
     budget = Budget(max_steps=task.max_steps, wall_time_s=task.timeout_s)
-    ask_options = AskOptions(llm=options.llm, site=options.site, budget=budget, approve=approve_everything)
+    ask_options = AskOptions(llm=options.llm, site=options.site, budget=budget, approve_all=True)
     asked = ask(task.question, ask_options, settings)
     return score_task(task, asked.outcome, asked.session_dir)
 

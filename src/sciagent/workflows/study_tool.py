@@ -138,5 +138,5 @@ def _outcome(run: StudyRun, session_dir: Path) -> StudyOutcome:
 
 
 STUDY_TOOLS: list[Tool] = [
-    define_tool(run_stability_study, cost="hours", needs_approval=True, runs_on_site=True),
+    define_tool(run_stability_study, effects={"computes", "writes"}, cost="hours", runs_on_site=True),
 ]

@@ -96,7 +96,7 @@ class SubAgents:
     parent: Callable[[], Agent]  # the parent agent, made after this tool is
 
     def tool(self) -> Tool:
-        return define_tool(self.create_agent, name=CREATE_AGENT, cost="minutes")
+        return define_tool(self.create_agent, effects={"computes"}, name=CREATE_AGENT, cost="minutes")
 
     def create_agent(self, arguments: CreateAgentArguments, context: ToolContext) -> SubAgentResult:
         """Hand a sub-task to a sub-agent you define: its instructions, the tools it may use (some of
@@ -133,8 +133,8 @@ class SubAgents:
             tools=parent.tools.subset(definition.tools),
             context=parent.context,
             budget=budget,
-            approve=parent.approve,
-            approval_above=parent.approval_above,
+            policy=parent.policy,
+            answer=parent.answer,
             recorder=sub,
             instructions=f"You are the sub-agent {definition.name}. {definition.instructions}",
         )
