@@ -297,7 +297,7 @@ def test_a_result_file_linked_to_a_host_file_is_not_read(tmp_path: Path) -> None
     tool = skill_tool(record, directory)
     with pytest.raises(ToolFailed) as failed:
         tool.run(tool.parse("{}"), ToolContext(session_dir, sandbox=Sandbox()))
-    assert "leak v1 left no result: result.json is missing, not JSON or a link" in str(
+    assert "leak v1 left no result: result.json is a symlink: files come out of the sandbox only" in str(
         failed.value
     ) and "host-secret-42" not in str(failed.value)
     (scratch,) = (session_dir / "sandbox").iterdir()

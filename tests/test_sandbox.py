@@ -5,7 +5,9 @@ Attacks (network, secrets, fork bombs, escapes) are in tests/test_sandbox_securi
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -13,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from sciagent.errors import SandboxUnavailable, UserError
-from sciagent.sandbox import Layers, Limits, Sandbox, SandboxRun, cgroups, probe_layers
+from sciagent.sandbox import Layers, Limits, Sandbox, SandboxRun, cgroups, probe_layers, rundir
 
 needs_bwrap = pytest.mark.skipif(
     shutil.which("bwrap") is None, reason="bubblewrap is not installed (.ci/run installs it)"
@@ -172,6 +174,34 @@ def test_check_refuses_without_bubblewrap_and_names_the_fix(scratch: Path) -> No
     with pytest.raises(SandboxUnavailable):
         python(scratch, "open('ran', 'w')", sandbox=sandbox)
     assert not (scratch / "ran").exists()
+
+
+@needs_bwrap
+def test_check_refuses_without_a_network_namespace_and_names_the_fix(scratch: Path) -> None:
+    sandbox = Sandbox(layers=dataclasses.replace(probe_layers(), network_isolated=False))
+    with pytest.raises(SandboxUnavailable) as refused:
+        python(scratch, "open('ran', 'w')", sandbox=sandbox)
+    message = str(refused.value)
+    assert message.startswith("model-written code is not run: no network isolation (")
+    assert "let bubblewrap create network namespaces here" in message
+    assert "--allow-unsandboxed-code to run it with filesystem and user isolation, resource limits" in message
+    assert not (scratch / "ran").exists()
+
+
+def test_read_back_reads_only_bounded_regular_files(scratch: Path) -> None:
+    (scratch / "result.json").write_text("{}")
+    (scratch / "big").write_bytes(b"x" * 101)
+    (scratch / "folder").mkdir()
+    assert rundir.read_back(scratch, "result.json", 100) == b"{}"
+    refusals = {
+        "missing": "missing is missing",
+        "big": "big is larger than 100 bytes",
+        "folder": "folder is a directory, not a regular file",
+        "../result.json": "is not a file name",
+    }
+    for name, why in refusals.items():
+        with pytest.raises(rundir.ScratchFileError, match=re.escape(why)):
+            rundir.read_back(scratch, name, 100)
 
 
 def test_allowed_unsandboxed_runs_keep_rlimits_and_a_clean_environment(

@@ -5,7 +5,9 @@
     run = sandbox.run([sys.executable, "analysis.py"], workdir=scratch, read_only={"villin.pdb": pdb})
     print(run.summary())
 
-``probe_layers()`` says which protections work on this machine. Imports only ``sciagent.errors``.
+``probe_layers()`` says which protections work on this machine; ``rundir.read_back`` is the one way
+to read a file a run left (no links, no FIFOs, bounded) and ``rundir.prune`` bounds old run
+directories. Imports only ``sciagent.errors``.
 """
 
 from sciagent.sandbox.limits import Limits, SandboxRun

@@ -92,7 +92,8 @@ def namespace_args(bwrap: str, *, network: bool) -> list[str]:
 
 
 def system_args(tmp_bytes: int) -> list[str]:
-    """Read-only /usr (with /bin, /lib... as on the host), a few /etc files, fresh /proc, /dev, /tmp."""
+    """Read-only /usr (with /bin, /lib... as on the host), a few /etc files, fresh /proc and /dev, and
+    /tmp and /dev/shm as tmpfs of ``tmp_bytes`` each (bubblewrap's /dev is an unbounded tmpfs)."""
     args = ["--ro-bind", "/usr", "/usr"]
     for name in _TOP_LEVEL:
         host = Path("/", name)
@@ -104,7 +105,10 @@ def system_args(tmp_bytes: int) -> list[str]:
         host = Path("/etc", name)
         if host.exists():
             args += ["--ro-bind", str(host), str(host)]
-    return [*args, "--proc", "/proc", "--dev", "/dev", "--size", str(tmp_bytes), "--tmpfs", "/tmp"]
+    args += ["--proc", "/proc", "--dev", "/dev"]
+    for tmpfs in ("/dev/shm", "/tmp"):
+        args += ["--size", str(tmp_bytes), "--tmpfs", tmpfs]
+    return args
 
 
 def bwrap_argv(
@@ -118,7 +122,7 @@ def bwrap_argv(
     network: bool,
 ) -> list[str]:
     """The bubblewrap command running ``argv`` with ``workdir`` at /work, writable, and nothing else."""
-    args = namespace_args(bwrap, network=network) + system_args(limits.memory_mb << 20)
+    args = namespace_args(bwrap, network=network) + system_args(limits.tmp_mb << 20)
     args += ["--bind", str(workdir), SCRATCH]
     for path in python_dirs():  # after /work and /tmp: a venv below either stays visible
         args += ["--ro-bind", str(path), str(path)]

@@ -13,6 +13,7 @@ LIMIT_PHRASES = {
     "memory": "the memory limit",
     "address-space": "the address-space limit",
     "file-size": "the file-size limit",
+    "scratch": "the run-directory size limit",
 }
 
 
@@ -28,7 +29,12 @@ class Limits:
         open_files: open file descriptors per process (RLIMIT_NOFILE).
         pids: processes and threads: a pids cgroup's ``pids.max`` where one is available,
             and RLIMIT_NPROC when not root (it does nothing for root).
-        memory_mb: memory cgroup limit (where a memory cgroup is available); also the size of /tmp.
+        memory_mb: memory cgroup limit (where a memory cgroup is available).
+        tmp_mb: size of the run's /tmp and of its /dev/shm, each a tmpfs (memory) of its own.
+        scratch_mb: bytes the run directory may hold on disk, checked twice a second while the
+            code runs: it is killed once the directory holds more (so it may overshoot by what it
+            writes in half a second; one file is at most ``file_size_mb``).
+        scratch_entries: files and directories the run directory may hold (inodes), checked likewise.
         output_bytes: bytes of stdout and of stderr kept each; the rest is counted, not kept.
     """
 
@@ -39,6 +45,9 @@ class Limits:
     open_files: int = 256
     pids: int = 64
     memory_mb: int = 2048
+    tmp_mb: int = 1024
+    scratch_mb: int = 1024
+    scratch_entries: int = 20_000
     output_bytes: int = 64_000
 
     def __post_init__(self) -> None:

@@ -27,6 +27,10 @@ class Finished:
     stdout_dropped: int
     stderr: str
     stderr_dropped: int
+    stopped: bool = False  # ``over`` said so before the command exited
+
+
+WATCH_S = 0.5  # how often ``supervise`` asks ``over`` while the command runs
 
 
 class _Head:
@@ -98,6 +102,17 @@ def _poll_exit(pid: int, timeout_s: float) -> bool:
     return True
 
 
+def _wait_watching(pid: int, wall_s: float, over: Callable[[], bool]) -> tuple[bool, bool]:
+    """(exited, stopped): waits up to ``wall_s`` for ``pid``, asking ``over()`` every ``WATCH_S``."""
+    deadline = time.monotonic() + wall_s
+    while (left := deadline - time.monotonic()) > 0:
+        if _wait_exit(pid, min(left, WATCH_S)):
+            return True, False
+        if over():
+            return False, True
+    return _wait_exit(pid, 0), False
+
+
 def _kill_group(pgid: int) -> None:
     with contextlib.suppress(OSError):
         os.killpg(pgid, signal.SIGKILL)
@@ -112,8 +127,10 @@ def supervise(
     wall_s: float,
     output_bytes: int,
     kill_rest: Callable[[], None],
+    over: Callable[[], bool] = lambda: False,
 ) -> Finished:
-    """Runs ``argv`` in a new session; at exit or after ``wall_s`` kills its group and ``kill_rest()``.
+    """Runs ``argv`` in a new session; at exit, after ``wall_s`` or once ``over()`` is true (asked every
+    ``WATCH_S`` seconds) kills its group and ``kill_rest()``.
 
     ``kill_rest`` kills what may have left the process group (a cgroup's processes). Output
     readers are given a few seconds after that; a pipe still held by an escaped process is left.
@@ -137,7 +154,7 @@ def supervise(
     if stdin is not None and proc.stdin is not None:
         _feed(proc.stdin, stdin)
     try:
-        exited = _wait_exit(proc.pid, wall_s)
+        exited, stopped = _wait_watching(proc.pid, wall_s, over)
         duration = time.monotonic() - start
         _kill_group(proc.pid)  # the leader is dead or unreaped, so the group cannot be anyone else's
         kill_rest()
@@ -153,6 +170,7 @@ def supervise(
             proc.wait()
     stdout, stdout_dropped = out.result(5.0)
     stderr, stderr_dropped = err.result(5.0)
+    timed_out = not exited and not stopped
     return Finished(
-        proc.returncode, not exited, duration, cpu, stdout, stdout_dropped, stderr, stderr_dropped
+        proc.returncode, timed_out, duration, cpu, stdout, stdout_dropped, stderr, stderr_dropped, stopped
     )

@@ -10,7 +10,7 @@ from pathlib import Path, PurePosixPath
 from types import MappingProxyType
 
 from sciagent.errors import SandboxUnavailable
-from sciagent.sandbox import cgroups
+from sciagent.sandbox import cgroups, rundir
 from sciagent.sandbox.command import (
     SCRATCH,
     bwrap_argv,
@@ -40,9 +40,13 @@ class Sandbox:
 
     With bubblewrap (``Layers.namespaces``) the command runs as nobody in its own mount, pid, ipc,
     uts, user and network namespaces. It sees read-only /usr, a few /etc files and the Python
-    installation, a fresh /proc, /dev and /tmp, and its run directory at /work, the only writable
-    place; ``read_only`` entries are bound read-only inside /work. No $HOME, no source tree, no
-    network, no environment but an allow-list.
+    installation, a fresh /proc and /dev, a bounded /tmp and /dev/shm, and its run directory at
+    /work, the only writable place (bounded too: ``Limits.scratch_mb``); ``read_only`` entries are
+    bound read-only inside /work. No $HOME, no source tree, no network, no environment but an
+    allow-list. Read files back out of a run directory with ``rundir.read_back`` only.
+
+    It fails closed: where bubblewrap cannot make a network namespace, nothing runs (like without
+    bubblewrap) unless ``allow_unsandboxed``; then the code shares the host's network.
 
     Inside, nobody is the caller's own uid: files the code writes belong to the caller. As root,
     setuid/setgid bits the code set are cleared when the run ends (not while it runs: keep run
@@ -76,14 +80,19 @@ class Sandbox:
         return self.layers.namespaces and self.layers.bwrap is not None
 
     def check(self) -> None:
-        """Raises SandboxUnavailable when runs would not be isolated and that was not allowed."""
-        if self.isolated or self._allow_unsandboxed:
-            return
+        """Raises SandboxUnavailable when runs would lack namespaces or a network namespace and that
+        was not allowed."""
         layers = self.layers
+        if (self.isolated and layers.network_isolated) or self._allow_unsandboxed:
+            return
+        fix = (
+            "let bubblewrap create network namespaces here (unprivileged user namespaces allowed)"
+            if self.isolated
+            else "install bubblewrap (apt-get install bubblewrap)"
+        )
         raise SandboxUnavailable(
-            f"model-written code is not run: {'; '.join(layers.missing())}; install bubblewrap "
-            "(apt-get install bubblewrap) or pass --allow-unsandboxed-code to run it with "
-            f"{layers.remaining()} only"
+            f"model-written code is not run: {'; '.join(layers.missing())}; {fix} or pass "
+            f"--allow-unsandboxed-code to run it with {layers.remaining()} only"
         )
 
     def run(
@@ -107,7 +116,8 @@ class Sandbox:
             stdin: text for the command's standard input (none by default).
 
         Raises:
-            SandboxUnavailable: not isolated here and ``allow_unsandboxed`` was not given.
+            SandboxUnavailable: not isolated here (no namespaces, or no network namespace) and
+                ``allow_unsandboxed`` was not given.
             ValueError: an empty command, a missing ``workdir`` or read-only path, a bad name, a
                 symlink where a mount point goes.
         """
@@ -139,6 +149,7 @@ class Sandbox:
                 wall_s=limits.wall_s,
                 output_bytes=limits.output_bytes,
                 kill_rest=lambda: _kill_all(run_cgroups),
+                over=lambda: _scratch_over(scratch, limits),
             )
             cgroup_hits = [hit for c in run_cgroups for hit in c.hits()]
         finally:
@@ -181,6 +192,11 @@ def _clean_up(
     if isolated and os.geteuid() == 0:
         for path in strip_setid(scratch):
             log.warning("cleared the setuid/setgid bits the sandboxed code set on %s", path)
+
+
+def _scratch_over(scratch: Path, limits: Limits) -> bool:
+    used, entries = rundir.usage(scratch, limits.scratch_mb << 20, limits.scratch_entries)
+    return used > limits.scratch_mb << 20 or entries > limits.scratch_entries
 
 
 def _scratch(workdir: Path) -> Path:
@@ -256,6 +272,8 @@ def _result(
     hits += cgroup_hits
     if signal_name == "SIGXFSZ":
         hits.append("file-size")
+    if done.stopped:
+        hits.append("scratch")
     return SandboxRun(
         argv=argv,
         exit_code=exit_code,

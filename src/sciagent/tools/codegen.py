@@ -8,6 +8,10 @@ pytest runs the tests in the sandbox. Green: the tool is kept in the workspace's
 tests, schema, model, prompt digest, test log, version) and registered in the session at once. Red:
 the failures go back to the model as the call's error, and it may try again, ``MAX_ROUNDS`` times per
 name and session (the drafts of each round stay under the session's ``tool_drafts/``).
+
+Nothing is copied out of the scratch: the tests may have replaced ``tool.py`` with a link to a host
+file or a FIFO. The drafts and the skill are written from the strings the model gave, and the log
+from what the sandbox printed (so the drafts are bounded too: ``MAX_ROUNDS`` rounds of bounded text).
 """
 
 from __future__ import annotations
@@ -16,7 +20,6 @@ import ast
 import hashlib
 import json
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -134,7 +137,7 @@ def create_tool(arguments: CreateToolArguments, context: ToolContext) -> Created
     (scratch / "tool.py").write_text(arguments.code)
     (scratch / "test_tool.py").write_text(arguments.tests)
     passed, log, run = _lint_and_test(context, scratch)
-    _keep_draft(drafts / f"round-{attempt}", scratch, log)
+    _keep_draft(drafts / f"round-{attempt}", arguments, log)
     if passed is None:
         left = MAX_ROUNDS - attempt
         raise ToolFailed(f"create_tool: {name} round {attempt} is red ({left} round(s) left): {log}", "tests")
@@ -204,10 +207,11 @@ def _lint_and_test(context: ToolContext, scratch: Path) -> tuple[int | None, str
     return int(counted[-1]), log, tested
 
 
-def _keep_draft(directory: Path, scratch: Path, log: str) -> None:
+def _keep_draft(directory: Path, arguments: CreateToolArguments, log: str) -> None:
+    """The round's code and tests as the model gave them (never the scratch's files), and its log."""
     directory.mkdir(parents=True)
-    for name in ("tool.py", "test_tool.py"):
-        shutil.copyfile(scratch / name, directory / name)
+    (directory / "tool.py").write_text(arguments.code)
+    (directory / "test_tool.py").write_text(arguments.tests)
     (directory / "result.log").write_text(log)
 
 
@@ -215,4 +219,4 @@ def _digest(transcript: tuple[Any, ...]) -> str:
     return hashlib.sha256(json.dumps(list(transcript), sort_keys=True, default=str).encode()).hexdigest()
 
 
-CODEGEN_TOOLS = [define_tool(create_tool, cost="minutes")]
+CODEGEN_TOOLS = [define_tool(create_tool, effects={"runs_code", "writes"}, cost="minutes")]

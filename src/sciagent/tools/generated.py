@@ -2,17 +2,17 @@
 ``create_tool`` runs before it registers one.
 
 Each run gets a fresh scratch directory under the session's ``sandbox/`` (kept: what the code wrote is
-there to look at) holding the code and a small runner; the session's own files are mounted read-only
+there to look at, but only the newest ``KEEP_RUNS`` holding at most ``KEEP_MB`` together, so a session
+cannot fill the disk) holding the code and a small runner; the session's own files are mounted read-only
 beside them under their own names, so a path the model knows from the session (``runs/…``) works as
 it is. The runner calls the function with the call's arguments (from ``arguments.json``) and writes
-its JSON-able return value to ``result.json``; nothing of the code runs in sciagent's process.
+its JSON-able return value to ``result.json``, read back as a bounded regular file only (never a
+link or a FIFO); nothing of the code runs in sciagent's process.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import sys
 import uuid
 from pathlib import Path
@@ -21,13 +21,16 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from sciagent.errors import SandboxUnavailable
-from sciagent.sandbox import Limits, Sandbox, SandboxRun
-from sciagent.tools.registry import OpenArguments, SchemaTool, ToolContext, ToolFailed
+from sciagent.sandbox import Limits, Sandbox, SandboxRun, rundir
+from sciagent.tools.registry import CallPreview, OpenArguments, SchemaTool, ToolContext, ToolFailed
 from sciagent.tools.skills import SkillRecord
 
 SANDBOX_DIR = "sandbox"  # in the session directory: one scratch directory per run
 CALL_LIMITS = Limits(wall_s=300.0, cpu_s=300)
 TEST_LIMITS = Limits(wall_s=180.0, cpu_s=180)
+KEEP_RUNS = 32  # scratch directories kept per session, newest first...
+KEEP_MB = 4096  # ...holding at most this together, before a new run (which adds its Limits.scratch_mb)
+RESULT_BYTES = 8 << 20  # the largest result.json read back
 _RESERVED = {"tool.py", "test_tool.py", "_call.py", "arguments.json", "result.json", SANDBOX_DIR}
 
 _RUNNER = '''"""Calls the generated function with arguments.json; writes its return value to result.json."""
@@ -61,7 +64,8 @@ class GeneratedResult(BaseModel):
 
 
 def scratch_dir(session_dir: Path, label: str) -> Path:
-    """A new, empty scratch directory for one sandboxed run."""
+    """A new, empty scratch directory for one sandboxed run, once the oldest are pruned to the bound."""
+    rundir.prune(session_dir / SANDBOX_DIR, keep=KEEP_RUNS - 1, most_bytes=KEEP_MB << 20)
     directory = session_dir / SANDBOX_DIR / f"{label}-{uuid.uuid4().hex[:8]}"
     directory.mkdir(parents=True)
     return directory
@@ -93,20 +97,19 @@ def skill_tool(record: SkillRecord, directory: Path) -> SchemaTool:
         except SandboxUnavailable as exc:
             raise ToolFailed(f"{record.name}: {exc}", "setup") from exc
         scratch = scratch_dir(context.session_dir, record.name)
-        shutil.copyfile(directory / "tool.py", scratch / "tool.py")
+        (scratch / "tool.py").write_text((directory / "tool.py").read_text())  # the library's copy
         (scratch / "_call.py").write_text(_RUNNER.replace("TOOL_NAME", repr(record.name)))
         given = _session_relative(arguments.model_dump(), context.session_dir)
         (scratch / "arguments.json").write_text(json.dumps(given))
         run = run_python(context.sandbox, scratch, context.session_dir, ["_call.py"], CALL_LIMITS)
         if not run.ok:
             raise ToolFailed(f"{record.name} v{record.version} failed: {failure_text(run)}", "generated")
-        value = _value(scratch / "result.json")
-        if value is None:
+        try:
+            value = _value(scratch)
+        except ValueError as exc:
             raise ToolFailed(
-                f"{record.name} v{record.version} left no result: result.json is missing, not JSON or a "
-                f"link ({failure_text(run)})",
-                "generated",
-            )
+                f"{record.name} v{record.version} left no result: {exc} ({failure_text(run)})", "generated"
+            ) from exc
         relative = str(scratch.relative_to(context.session_dir))
         shown = describe_run(run)
         return GeneratedResult(
@@ -119,8 +122,19 @@ def skill_tool(record: SkillRecord, directory: Path) -> SchemaTool:
         arguments=OpenArguments,
         result=GeneratedResult,
         function=function,
+        effects=frozenset({"runs_code"}),
+        preview=lambda arguments, context: _preview(record, directory, arguments),
         input_schema=record.parameters,
         validate=True,
+    )
+
+
+def _preview(record: SkillRecord, directory: Path, arguments: OpenArguments) -> CallPreview:
+    """What approving a call of a generated tool means: this model-written code, with these arguments."""
+    given = json.dumps(arguments.model_dump(), sort_keys=True)
+    return CallPreview(
+        summary=f"run {record.name} v{record.version} (code written by {record.model_id}) with {given}",
+        detail=(directory / "tool.py").read_text(errors="replace"),
     )
 
 
@@ -146,13 +160,17 @@ def _session_relative(value: Any, session_dir: Path) -> Any:
     return value
 
 
-def _value(path: Path) -> tuple[Any] | None:
-    """The returned value (in a 1-tuple, as None is a value), or None if the runner wrote none.
+def _value(scratch: Path) -> tuple[Any]:
+    """The returned value (in a 1-tuple, as None is a value), from the runner's ``result.json``.
 
-    Opened without following a symlink: the code could have made ``result.json`` point at a host file
-    that sciagent, outside the sandbox, can read."""
+    The code may have made ``result.json`` a link to a host file sciagent can read, or a FIFO that
+    would block sciagent forever: ``rundir.read_back`` reads neither.
+
+    Raises:
+        ValueError: no such regular file (``rundir.ScratchFileError`` says why), or not the runner's JSON.
+    """
+    data = rundir.read_back(scratch, "result.json", RESULT_BYTES)
     try:
-        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW)) as handle:
-            return (json.load(handle)["value"],)
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+        return (json.loads(data)["value"],)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError("result.json is not the runner's JSON") from exc
