@@ -10,6 +10,11 @@ import pytest
 
 # Keep tests away from the user's real cache (downloaded PDB files, the bundled villin copy).
 os.environ.setdefault("SCIAGENT_CACHE_DIR", tempfile.mkdtemp(prefix="sciagent-test-cache-"))
+# A test's ./sciagent.toml is its own configuration, trusted as a user trusts a file they wrote (the
+# flag's env var, sciagent.config_trust.TRUST_ENV); the tests of untrusted project files remove it.
+os.environ.setdefault("SCIAGENT_TRUST_LOCAL_CONFIG", "1")
+# Keep the per-user job ledgers (sciagent.compute.scheduler.ledger) away from the user's own.
+os.environ.setdefault("SCIAGENT_STATE_DIR", tempfile.mkdtemp(prefix="sciagent-test-state-"))
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -26,6 +31,12 @@ def pytest_configure(config: pytest.Config) -> None:
     cpus = sorted(os.sched_getaffinity(0))
     if count <= len(cpus):
         os.sched_setaffinity(0, cpus[int(worker.removeprefix("gw")) :: count])
+
+
+@pytest.fixture(autouse=True)
+def _own_job_ledgers(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test its own per-user state (job ledgers): one test's queued jobs do not count in another's."""
+    monkeypatch.setenv("SCIAGENT_STATE_DIR", str(tmp_path_factory.mktemp("state")))
 
 
 @pytest.fixture

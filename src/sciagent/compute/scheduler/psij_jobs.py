@@ -8,13 +8,16 @@ executor: psij follows a job with a polling thread, and the thread ends with its
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, ValidationError
 
 from sciagent.compute.scheduler.commands import Scheduler, SchedulerError
+from sciagent.compute.scheduler.values import AccountName, Filesystems, QueueName, SiteName, Walltime
+from sciagent.errors import UserError
 
 if TYPE_CHECKING:
     from psij.executors.batch.batch_scheduler_executor import BatchSchedulerExecutor
@@ -25,6 +28,9 @@ _FIRST_POLL_S = 1  # psij's first poll, after it starts its thread (the job must
 
 class JobRequest(BaseModel):
     """What to ask the scheduler for when submitting a script.
+
+    Every field has a pattern or a bound (``values``): psij writes them into ``#SBATCH``/``#PBS``
+    lines, where a line break would start a command.
 
     Attributes:
         site: the site's name in the configuration.
@@ -37,14 +43,24 @@ class JobRequest(BaseModel):
         gpus_per_node: Slurm ``--gpus-per-node``; 0 asks for none.
     """
 
-    site: str
+    site: SiteName
     script: str
-    queue: str | None = None
-    account: str | None = None
-    walltime: str = "00:30:00"
-    nodes: int = 1
-    filesystems: str | None = None
-    gpus_per_node: int = 0
+    queue: QueueName | None = None
+    account: AccountName | None = None
+    walltime: Walltime = "00:30:00"
+    nodes: int = Field(default=1, ge=1, le=100_000)
+    filesystems: Filesystems | None = None
+    gpus_per_node: int = Field(default=0, ge=0, le=64)
+
+    @classmethod
+    def checked(cls, **fields: object) -> JobRequest:
+        """A request from ``fields``, or ``UserError`` naming the first value that does not fit."""
+        try:
+            return cls.model_validate(fields)
+        except ValidationError as exc:
+            problem = exc.errors()[0]
+            where = ".".join(str(part) for part in problem["loc"])
+            raise UserError(f"job request: {where} {problem.get('input')!r}: {problem['msg']}") from exc
 
 
 class JobStatus(BaseModel):
@@ -55,8 +71,14 @@ class JobStatus(BaseModel):
     message: str | None = None
 
 
-def submit(scheduler: Scheduler, request: JobRequest, workdir: Path, stdout: Path, stderr: Path) -> str:
-    """Submit ``request`` and return the scheduler's job id; ``SchedulerError`` if it was refused."""
+def submit(
+    scheduler: Scheduler, request: JobRequest, workdir: Path, stdout: Path, stderr: Path, *, run: Path
+) -> str:
+    """Submit ``request`` and return the scheduler's job id; ``SchedulerError`` if it was refused.
+
+    The job runs ``run``, a copy of ``request.script`` that was checked, in the script's directory:
+    an edit of the script in between (or before the job starts) changes nothing.
+    """
     from psij import Job, JobAttributes, JobSpec, ResourceSpecV1, SubmitException
 
     hours, minutes, seconds = (int(part) for part in request.walltime.split(":"))
@@ -68,9 +90,9 @@ def submit(scheduler: Scheduler, request: JobRequest, workdir: Path, stdout: Pat
     script = Path(request.script)
     spec = JobSpec(
         executable="/bin/bash",
-        arguments=[str(script)],
+        arguments=[str(run)],
         directory=script.parent,
-        name=script.parent.name,
+        name=re.sub(r"[^A-Za-z0-9_.-]", "_", script.parent.name)[:40] or "sciagent",
         stdout_path=stdout,
         stderr_path=stderr,
         resources=ResourceSpecV1(node_count=request.nodes),

@@ -11,7 +11,8 @@ from collections import Counter
 
 from pydantic import BaseModel, Field
 
-from sciagent.compute.scheduler.commands import Scheduler, json_output, run_command
+from sciagent.compute.scheduler.commands import Scheduler, SchedulerError, json_output, run_command
+from sciagent.errors import UserError
 
 
 class QueueInfo(BaseModel):
@@ -31,6 +32,32 @@ def list_queues(scheduler: Scheduler) -> list[QueueInfo]:
     if scheduler == "slurm":
         return _slurm_partitions(run_command(["sinfo", "-h", "-a", "-o", "%P|%a|%l|%D|%s"]))
     return _pbs_queues(json_output(["qstat", "-Q", "-f", "-F", "json"]))
+
+
+def real_queue(scheduler: Scheduler, queue: str | None) -> str:
+    """The scheduler's own name of ``queue``, or of its default queue when ``queue`` is None.
+
+    Limits are counted per queue, so the default must not count apart from its name: Slurm marks
+    its default partition in ``sinfo``, PBS Pro names it as the server's ``default_queue``.
+
+    Raises:
+        UserError: the scheduler has no queue of that name.
+        SchedulerError: it names no default queue.
+    """
+    known = list_queues(scheduler)
+    if queue is not None:
+        if queue not in {info.name for info in known}:
+            names = ", ".join(info.name for info in known)
+            raise UserError(f"the scheduler has no queue {queue!r} (it has {names}): list_queues names them")
+        return queue
+    if scheduler == "slurm":
+        defaults = [info.name for info in known if info.default]
+    else:
+        servers = json_output(["qstat", "-B", "-f", "-F", "json"]).get("Server", {})
+        defaults = [server["default_queue"] for server in servers.values() if server.get("default_queue")]
+    if not defaults:
+        raise SchedulerError(f"the {scheduler} scheduler names no default queue: set the site's queue")
+    return defaults[0]
 
 
 def node_counts(scheduler: Scheduler) -> dict[str, int]:

@@ -2,12 +2,16 @@
 
 The script holds only what runs on the node (the site's ``worker_init``, the GPU binding and one
 ``sciagent simulate`` line); what to ask the scheduler for (queue, account, walltime, nodes,
-filesystems) is written beside it as ``job.json``, a ``JobRequest`` that ``submit_job`` hands to
-psij, which writes the ``#SBATCH``/``#PBS`` lines. Both files can be read before anything is submitted.
+filesystems) is the returned ``JobRequest``, which the caller records where no model writes (the
+job ledger) and ``submit_job`` hands to psij, which writes the ``#SBATCH``/``#PBS`` lines.
+
+Every value a model chose is checked against a pattern (``values``) before it is rendered, shell
+values are quoted and comment lines take only single-line values, so no value adds a line or a command.
 """
 
 from __future__ import annotations
 
+import re
 import shlex
 from pathlib import Path
 
@@ -15,9 +19,10 @@ import jinja2
 
 from sciagent.compute.scheduler.commands import scheduler_of
 from sciagent.compute.scheduler.psij_jobs import JobRequest
+from sciagent.compute.scheduler.values import STRUCTURE, one_line
 from sciagent.compute.sites import SiteConfig
+from sciagent.errors import UserError
 
-REQUEST_FILE = "job.json"
 FRAMES = 10  # trajectory frames and CSV rows a job's simulation writes
 _DEVICE_VARIABLE = {
     "nvidia": "CUDA_VISIBLE_DEVICES",
@@ -33,17 +38,27 @@ def write_job_script(
     directory: Path,
     *,
     structure: str,
+    session_dir: Path,
     length_ps: float,
     timestep_fs: float,
     temperature_k: float,
     overrides: dict[str, object],
 ) -> JobRequest:
-    """Write ``directory/job.sh`` and its ``job.json``; the request's fields default to the site's.
+    """Write ``directory/job.sh`` and return what to ask the scheduler for (default: the site's).
 
-    ``overrides`` holds the queue, walltime or nodes asked for (None values are ignored).
+    ``structure`` is a bundled name, PDB id or a file in ``session_dir`` (the job runs in
+    ``directory``, so a file is written as its absolute path); ``overrides`` holds the queue,
+    walltime or nodes asked for (None values are ignored).
+
+    Raises:
+        UserError: a value does not have its pattern (the message names it); nothing is written.
     """
     scheduler_of(site_name, site)  # a batch site, or ConfigError
-    directory.mkdir(parents=True, exist_ok=True)
+    if len(structure) > 300 or not re.fullmatch(STRUCTURE, structure):
+        raise UserError(
+            f"structure {structure!r} is not a bundled name, PDB id or a file name relative to the "
+            "session directory (letters, digits, '_', '-', single '.' and '/')"
+        )
     script = directory / "job.sh"
     defaults = {
         "queue": site.queue or site.partition,
@@ -54,7 +69,10 @@ def write_job_script(
         "gpus_per_node": len(site.accelerators),
     }
     chosen = {key: value for key, value in overrides.items() if value is not None}
-    request = JobRequest(site=site_name, script=str(script), **(defaults | chosen))
+    request = JobRequest.checked(site=site_name, script=str(script), **(defaults | chosen))
+    local = session_dir / structure
+    if local.exists() and not local.resolve().is_relative_to(session_dir.resolve()):
+        raise UserError(f"structure {structure!r} links outside the session directory")
     steps = max(1, round(length_ps * 1000 / timestep_fs))
     platform = site.platform if site.platform != "auto" else ("CPU" if not site.accelerators else "auto")
     devices = site.accelerators
@@ -68,7 +86,7 @@ def write_job_script(
         device_variable=_DEVICE_VARIABLE.get(site.gpu_vendor or "") if devices else None,
         device=devices[0] if devices else None,
         threads=site.cores_per_worker,
-        structure=structure,
+        structure=str(local.resolve()) if local.is_file() else structure,
         steps=steps,
         timestep_fs=timestep_fs,
         equilibration=0,
@@ -78,18 +96,9 @@ def write_job_script(
         report_interval=max(1, steps // FRAMES),
         out=str(directory / "md"),
     )
+    directory.mkdir(parents=True, exist_ok=True)
     script.write_text(text)
-    (directory / REQUEST_FILE).write_text(request.model_dump_json(indent=1))
     return request
-
-
-def read_request(script: Path) -> JobRequest | None:
-    """The ``JobRequest`` written beside ``script`` by ``write_job_script``, if there is one."""
-    path = script.parent / REQUEST_FILE
-    if not path.is_file():
-        return None
-    request = JobRequest.model_validate_json(path.read_text())
-    return request if Path(request.script) == script else None
 
 
 def _template() -> jinja2.Template:
@@ -100,4 +109,5 @@ def _template() -> jinja2.Template:
         trim_blocks=True,
     )
     environment.filters["q"] = lambda value: shlex.quote(str(value))
+    environment.filters["line"] = one_line
     return environment.get_template("openmm_job.sh.j2")
