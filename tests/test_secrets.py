@@ -3,20 +3,29 @@
 A key is planted in a profile's env var, a Globus token in the token file; every CLI path that
 touches them runs with ``--log-level DEBUG`` against the scripted OpenAI-protocol server (success,
 401, a 401 that echoes the key back, an unreachable port), then everything written is searched.
+``ask``, ``chat``, ``eval``, ``mcp serve --token-env`` and a session using an ``[mcp.NAME]`` server
+with a bearer token each get their secret echoed by a tool and by the model, and the journal,
+reports and logs are searched; the control is a marker echoed beside it, which is written, and the
+secret seen by the endpoint. (``chem`` hands out no credential; ``run`` resolves its model's key in
+the same ``llm.auth`` as ``ask``.)
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import anyio
 import pytest
 
-from openai_server import status_reply, text_reply
+from openai_server import status_reply, text_reply, tool_call_reply
 from sciagent.llm import auth
+from test_mcp_client import http_external  # noqa: F401 (a fixture)
 
 SECRET = "sk-test-SECRET-123"
 GLOBUS_SECRET = "globus-access-SECRET-456"
@@ -115,3 +124,122 @@ def test_unreachable_endpoint_listings_and_status_print_no_secret(home: Path) ->
     )  # fmt: skip
     assert settings_dump.returncode == 0 and "lab" in json.loads(settings_dump.stdout)["llm"]
     assert_no_secret_written(home, down, listing, status, settings_dump)
+
+
+# -- every command that hands out a credential registers it: journal, reports and logs never hold it ----
+
+ECHO = "echo-MARKER-314"  # echoed beside each secret: the control that echoed text is written at all
+
+
+def _echoing_model(openai_server, secret: str) -> None:
+    """The scripted model echoes ``secret`` through a tool (its error quotes the argument) and its answer."""
+    openai_server.script(
+        tool_call_reply("structure_info", {"structure": f"{ECHO} {secret}"}),
+        text_reply(f"The key is {secret}; {ECHO}."),
+    )
+
+
+def _assert_redacted(
+    workspace: Path, secret: str, *outputs: subprocess.CompletedProcess[str], reports: bool = True
+) -> None:
+    """No file of the workspace (journal, reports: there when ``reports``) nor any output (logs at
+    DEBUG) holds ``secret``; the journal does hold the marker echoed beside it."""
+    for completed in outputs:
+        assert secret not in completed.stdout + completed.stderr, completed.args
+        assert "DEBUG" in completed.stderr
+    files = [path for path in workspace.rglob("*") if path.is_file()]
+    assert any(path.name == "report.html" for path in files) == reports
+    for path in files:
+        assert secret.encode() not in path.read_bytes(), path
+    assert any(ECHO.encode() in path.read_bytes() for path in workspace.glob("journal.sqlite*"))
+
+
+def _sent_to_the_model(openai_server, secret: str) -> None:
+    """Control: the secret was in play: the endpoint got it as the key and read the tool's echo of it."""
+    assert f"Bearer {SECRET}" in {r.headers.get("authorization") for r in openai_server.chat_requests()}
+    assert any(secret in json.dumps(r.body["messages"]) for r in openai_server.chat_requests())
+
+
+def test_ask_and_chat_never_write_a_key_the_model_and_a_tool_echo(home: Path, openai_server) -> None:
+    _echoing_model(openai_server, SECRET)
+    ask = sciagent("ask", "What is my key?", "--llm", "lab", "--approve-all", "--json", cwd=home)
+    assert ask.returncode == 0, ask.stderr
+    _echoing_model(openai_server, SECRET)
+    chat = subprocess.run(
+        [*SCIAGENT, "--log-level", "DEBUG", "chat", "--llm", "lab", "--approve-all"],
+        cwd=home, input="What is my key?\n", capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert chat.returncode == 0, chat.stderr
+    assert "[redacted]" in ask.stdout and "[redacted]" in chat.stdout  # the answer, scrubbed
+    _sent_to_the_model(openai_server, SECRET)
+    _assert_redacted(home / "sciagent-runs", SECRET, ask, chat)
+
+
+def test_eval_never_writes_a_key_the_model_echoes(home: Path, openai_server) -> None:
+    suite = home / "suite.yaml"
+    suite.write_text(
+        "tasks:\n  - id: key\n    prompt: What is my key?\n    checks:\n      - {kind: answer_attributed}\n"
+    )
+    _echoing_model(openai_server, SECRET)
+    completed = sciagent("eval", str(suite), "--llm", "lab", cwd=home)
+    assert completed.returncode in (0, 1) and "Traceback" not in completed.stderr, completed.stderr
+    _sent_to_the_model(openai_server, SECRET)
+    _assert_redacted(home / "sciagent-runs", SECRET, completed)
+
+
+def test_mcp_serve_never_writes_its_own_bearer_token(home: Path) -> None:
+    token = "mcp-serve-SECRET-" + "x" * 24
+    log = home / "serve.err"
+    with open(log, "w") as errors:
+        server = subprocess.Popen(
+            [*SCIAGENT, "--log-level", "DEBUG", "mcp", "serve", "--http", "127.0.0.1:0",
+             "--token-env", "SERVE_TOKEN"],
+            cwd=home, env={**os.environ, "SERVE_TOKEN": token}, stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=errors,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not (found := re.search(r"(http://127\.0\.0\.1:\d+/mcp)", log.read_text())):
+            assert server.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        echoed = anyio.run(_call_structure_info, found.group(1), token, f"{ECHO} {token}")
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    assert token in echoed  # control: the tool quoted the token back to the client that sent it
+    served = subprocess.CompletedProcess(server.args, 0, "", log.read_text())
+    _assert_redacted(home / "sciagent-runs", token, served, reports=False)
+
+
+async def _call_structure_info(url: str, token: str, structure: str) -> str:
+    import httpx2
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    async with (
+        httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=60) as http,
+        Client(streamable_http_client(url, http_client=http)) as client,
+    ):
+        result = await client.call_tool("structure_info", {"structure": structure})
+    return json.dumps([getattr(part, "text", "") for part in result.content])
+
+
+def test_an_mcp_servers_bearer_token_is_never_written(
+    home: Path,
+    openai_server,
+    http_external: tuple[str, str],  # noqa: F811 (the imported fixture)
+) -> None:
+    url, token = http_external
+    config = home / "xdg" / "sciagent" / "config.toml"
+    config.write_text(config.read_text() + f'\n[mcp.web]\nurl = "{url}"\ntoken_env = "WEB_TOKEN"\n')
+    openai_server.script(
+        tool_call_reply("web.refuse", {"reason": f"{ECHO} {token}"}), text_reply(f"It said {token}.")
+    )
+    completed = subprocess.run(
+        [*SCIAGENT, "--log-level", "DEBUG", "ask", "Refuse.", "--llm", "lab", "--mcp", "web",
+         "--approve-all"],
+        cwd=home, env={**os.environ, "WEB_TOKEN": token}, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr
+    assert any(token in json.dumps(r.body["messages"]) for r in openai_server.chat_requests())  # control
+    _assert_redacted(home / "sciagent-runs", token, completed)

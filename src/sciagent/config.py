@@ -2,8 +2,8 @@
 
 Precedence, lowest first: defaults < ``~/.config/sciagent/config.toml`` < ``./sciagent.toml`` <
 environment (``SCIAGENT_*``) < CLI flags (applied by the CLI on top of a loaded ``Settings``).
-What ``./sciagent.toml`` may not do on its own (send a built-in credential elsewhere) is in
-``sciagent.config_trust``.
+What ``./sciagent.toml`` may set on its own (an allow-list; anything else is refused unless the user
+trusts the file) is in ``sciagent.config_trust``.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import sys
 from pathlib import Path
+from typing import Literal, get_args
 
 import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -27,7 +28,7 @@ else:  # pragma: no cover - Python 3.10 reads TOML with tomli, as pydantic-setti
     import tomli as tomllib
 
 from sciagent.compute.sites import SiteConfig, overlay_builtin_sites
-from sciagent.config_trust import guard_profiles, read_config_files, warn_about_mcp_commands, warn_about_sites
+from sciagent.config_trust import read_config_files, refuse_untrusted_settings
 from sciagent.llm.profiles import LLMProfile, overlay_builtin_profiles
 
 
@@ -37,6 +38,18 @@ class StudySettings(BaseModel):
     transient_retries: int = Field(default=2, ge=0, le=10, description="re-runs after a lost worker")
     adaptation_rounds: int = Field(default=2, ge=0, le=10, description="fixes tried after a blow-up")
     extensions: int = Field(default=1, ge=0, le=10, description="longer runs when there is no verdict yet")
+
+
+class ToolsSettings(BaseModel):
+    """``[tools]``: what the catalogue's tools may touch beyond the session (a project file may not set it).
+
+    ``allowed_paths``: directories (and everything under them) whose files the structure tools may
+    read, besides the session directory, the structure cache and the bundled names.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    allowed_paths: list[Path] = Field(default_factory=list, description="directories tools may read")
 
 
 _MCP_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -57,6 +70,9 @@ class McpServerConfig(BaseModel):
     token_env: str | None = Field(default=None, min_length=1, description="env var holding the bearer token")
     tools: list[str] | None = Field(default=None, description="allow-list of the server's tool names")
     timeout_s: float = Field(default=30.0, gt=0, le=3600, description="longest wait for any one answer")
+    trusted: bool = Field(
+        default=False, description="believe the server's read-only hints (its read-only tools run unasked)"
+    )
 
     @model_validator(mode="after")
     def _one_transport(self) -> McpServerConfig:
@@ -65,6 +81,51 @@ class McpServerConfig(BaseModel):
         if self.token_env and self.url is None:
             raise ValueError("token_env goes with url: a command's server needs no bearer token")
         return self
+
+
+ApprovalDecision = Literal["allow", "ask", "deny"]
+# What a tool does, which decides whether someone must approve a call (``sciagent.tools.approval``):
+# reads (nothing changes), computes (here, on this machine), writes (files in the session), spends (an
+# allocation: submits or releases batch work, runs work on a batch site), destroys (cancels, holds,
+# removes), runs_code (model-written code), reaches_outside (the network, an external MCP server).
+Effect = Literal["reads", "computes", "writes", "spends", "destroys", "runs_code", "reaches_outside"]
+EFFECTS: tuple[str, ...] = get_args(Effect)
+
+
+class ApprovalRule(BaseModel):
+    """One ``[[approval.rules]]`` entry: which calls it covers and what happens to them.
+
+    Every field given must match (``tool`` may be a glob such as ``hpc.*``); ``queue``,
+    ``max_nodes`` and ``max_walltime`` match only calls that state them (a job submission), so a rule
+    allowing small debug jobs never allows a call whose size is unknown.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    decision: ApprovalDecision
+    tool: str | None = Field(default=None, min_length=1, description="a tool name or glob")
+    effect: Effect | None = Field(default=None, description="only this effect of the call")
+    site: str | None = Field(default=None, min_length=1)
+    queue: str | None = Field(default=None, min_length=1, description="PBS queue or Slurm partition")
+    max_nodes: int | None = Field(default=None, ge=1)
+    max_walltime: str | None = Field(
+        default=None, pattern=r"^\d{1,3}:[0-5]\d:[0-5]\d$", description="HH:MM:SS at most"
+    )
+
+    @property
+    def max_walltime_s(self) -> int | None:
+        if self.max_walltime is None:
+            return None
+        hours, minutes, seconds = (int(part) for part in self.max_walltime.split(":"))
+        return hours * 3600 + minutes * 60 + seconds
+
+
+class ApprovalSettings(BaseModel):
+    """``[approval]``: rules tried in order before the defaults (``sciagent.tools.approval``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rules: list[ApprovalRule] = Field(default_factory=list)
 
 
 def user_config_file() -> Path:
@@ -102,7 +163,9 @@ class Settings(BaseSettings):
     ``sciagent.llm.profiles``); ``default_llm`` names the profile used when none is given.
     ``sites`` holds the user's ``[sites.NAME]`` tables, laid over the built-in sites of
     ``sciagent.compute.sites`` in the same way. ``study`` holds the ``[study]`` retry limits.
-    ``mcp`` holds the ``[mcp.NAME]`` external MCP servers a session may use.
+    ``mcp`` holds the ``[mcp.NAME]`` external MCP servers a session may use. ``approval`` holds the
+    ``[approval]`` rules deciding which tool calls run without asking. ``tools`` holds ``[tools]``:
+    the host paths the tools may read besides the session's own.
     """
 
     # hide_input_in_errors: a misplaced API key in a config table must not be echoed by a validation error.
@@ -115,6 +178,8 @@ class Settings(BaseSettings):
     sites: dict[str, SiteConfig] = Field(default_factory=dict)
     study: StudySettings = Field(default_factory=StudySettings)
     mcp: dict[str, McpServerConfig] = Field(default_factory=dict)
+    approval: ApprovalSettings = Field(default_factory=ApprovalSettings)
+    tools: ToolsSettings = Field(default_factory=ToolsSettings)
 
     @field_validator("llm", mode="before")
     @classmethod
@@ -139,11 +204,12 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _guard_project_config(self) -> Settings:
-        # A cloned directory's sciagent.toml must not send the user's credentials elsewhere.
+        # A cloned directory's sciagent.toml must not send the user's credentials elsewhere, run
+        # programs or spend as the user, or loosen a safety setting: every command loads settings here.
         files = read_config_files(project_config_file(), user_config_file())
-        self.llm = guard_profiles(self.llm, files)
-        warn_about_sites(self.sites, files)
-        warn_about_mcp_commands(files)
+        fields = type(self).model_fields
+        defaults = {name: field.get_default(call_default_factory=True) for name, field in fields.items()}
+        refuse_untrusted_settings(files, defaults)
         return self
 
     @classmethod

@@ -1,22 +1,35 @@
-"""What a project-local ``sciagent.toml`` may not do on its own: redirect a built-in credential.
+"""What a project-local ``sciagent.toml`` may set on its own: an allow-list; anything else is refused.
 
 A ``sciagent.toml`` comes with whatever directory sciagent runs in, a cloned repository included,
-and it is read with higher precedence than the user's own config. Two of its settings act with the
-user's identity: a model profile's ``base_url`` (where the profile's key or Globus token is sent)
-and a site's ``worker_init`` (shell run on the site's nodes under the user's allocation). So, as
-direnv and mise do for their project files, sciagent trusts the user's config, not the project's:
+and it is read with higher precedence than the user's own config. Many settings act with the
+user's identity: where a model profile sends its key, Globus token and every prompt (``base_url``,
+``api_key_env``, ``auth``), which profile is used at all (``default_llm``), what runs on a site's
+nodes (``worker_init``, ``scheduler_options``, ``launcher_options``), where its workers connect and
+its tasks go (``address``, ``interface``, ``endpoint_id``), what it spends (``account``, ``queue``,
+``walltime``, ``max_blocks``...), what its batch tools may do (``policy``), which programs and URLs
+an MCP session reaches (``command``, ``url``, ``token_env``, ``trusted``), what runs unasked
+(``approval``) and which host paths the tools read (``tools``). So, as direnv and mise do for
+their project files, sciagent trusts the user's config, not the project's.
 
-- a project file that points a profile carrying a *built-in credential* (the Globus login, or the
-  env var of a built-in profile such as ``OPENAI_API_KEY`` or ``ALCF_ACCESS_TOKEN``) at an endpoint
-  the user's config and the built-ins do not name gets the credential withheld: the profile can
-  still be listed, but using it is a one-line ``ConfigError`` saying why and how to trust the file;
-- a project file that sets a site's ``worker_init``, or an ``[mcp.NAME]`` server's ``command`` (a
-  program a session with ``--mcp NAME`` starts), is named in a warning (file and field);
-- both are said once per process.
+An untrusted project file may set only (the allow-list):
 
-Trust comes from the user, never from the project file itself: ``--trust-local-config`` (or
-``SCIAGENT_TRUST_LOCAL_CONFIG=1``), or the project's directory listed in ``trusted_projects`` in the
-user's config.
+- ``workspace`` (the default, ``./sciagent-runs``, is in the project directory anyway),
+  ``log_level``, and ``[study]`` (how many second chances a study gives);
+- on a profile the user's config or the built-ins already define: ``model`` (an endpoint's model
+  id; not on an ``embedded`` profile, where it is a file llama.cpp would parse), ``timeout_s``,
+  ``max_retries``, ``response_format_style``, ``supports_native_tools``;
+- on a site the user's config or the built-ins already define: ``description``,
+  ``workers_per_node``, ``cores_per_worker``, ``cpu_affinity``, ``gpus_per_node``, ``gpu_vendor``,
+  ``openmm_platform`` (how work is laid out inside the jobs the user's own settings ask for);
+- on an MCP server the user's config already defines: ``timeout_s``.
+
+Any other setting whose value differs from what the user's config (else the built-in default)
+says, and any new profile, site or MCP server, makes loading the settings fail with one line naming
+the file, the field and ``--trust-local-config``; so an endpoint named only by a project file never
+gets a credential of any kind, nor a prompt. Refusing rather than warning matters because nobody
+reads a warning under ``mcp serve`` over stdio. Trust comes from the user, never from the project
+file itself: ``--trust-local-config`` (or ``SCIAGENT_TRUST_LOCAL_CONFIG=1``), or the project's
+directory listed in ``trusted_projects`` in the user's config.
 """
 
 from __future__ import annotations
@@ -24,7 +37,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,13 +47,24 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10 reads TOML with tomli, as pydantic-settings does
     import tomli as tomllib
 
-from sciagent.compute.sites import BUILTIN_SITES, SiteConfig
-from sciagent.llm.profiles import BUILTIN_PROFILES, LLMProfile, withhold_credential
+from sciagent.compute.sites import BUILTIN_SITES
+from sciagent.errors import ConfigError
+from sciagent.llm.profiles import BUILTIN_PROFILES
 
 log = logging.getLogger(__name__)
 
 TRUST_ENV = "SCIAGENT_TRUST_LOCAL_CONFIG"
-_BUILTIN_KEY_ENVS = frozenset(p.api_key_env for p in BUILTIN_PROFILES.values() if p.api_key_env)
+ALLOWED_SETTINGS = frozenset({"workspace", "log_level", "study"})
+# [section.NAME] tables: the fields a project may set on an entry the user or the built-ins define.
+ALLOWED_FIELDS: Mapping[str, frozenset[str]] = {
+    "llm": frozenset({"model", "timeout_s", "max_retries", "response_format_style", "supports_native_tools"}),
+    "sites": frozenset(
+        {"description", "workers_per_node", "cores_per_worker", "cpu_affinity", "gpus_per_node", "gpu_vendor"}
+        | {"openmm_platform"}
+    ),
+    "mcp": frozenset({"timeout_s"}),
+}
+_BUILTINS: Mapping[str, Mapping[str, Any]] = {"llm": BUILTIN_PROFILES, "sites": BUILTIN_SITES}
 _said: set[tuple[str, ...]] = set()  # what was logged already: each message once per process
 
 
@@ -73,90 +97,60 @@ def read_config_files(project: Path, user: Path) -> ConfigFiles:
     return ConfigFiles(project, user, _tables(project), _tables(user))
 
 
-def guard_profiles(profiles: dict[str, LLMProfile], files: ConfigFiles) -> dict[str, LLMProfile]:
-    """``profiles`` with the built-in credential withheld from every endpoint only the project file names."""
-    project_llm = files.project_tables.get("llm", {})
-    if not isinstance(project_llm, dict) or files.project_trusted:
-        return profiles
-    guarded = dict(profiles)
-    for name, table in project_llm.items():
-        profile = profiles.get(name)
-        if profile is None or not isinstance(table, dict) or "base_url" not in table:
-            continue
-        credential = _builtin_credential(profile)
-        if credential is None or table["base_url"] == _reference(files, "llm", name, "base_url"):
-            continue
-        where = f"{files.project.resolve()} sets llm.{name}.base_url"
-        reason = (
-            f"{where} to {profile.base_url}, so sciagent does not send {credential} there; if you trust "
-            f"that file, pass --trust-local-config or add its directory to trusted_projects in {files.user}"
-        )
-        guarded[name] = withhold_credential(profile, reason)
-        _say_once(logging.WARNING, "%s: %s is withheld from that endpoint", where, credential)
-    return guarded
+def refuse_untrusted_settings(files: ConfigFiles, defaults: Mapping[str, object]) -> None:
+    """Raise unless the project file is trusted or sets only what the allow-list lets it.
 
+    ``defaults`` are the top-level settings' defaults (the reference when the user's config is silent).
 
-def warn_about_sites(sites: Mapping[str, SiteConfig], files: ConfigFiles) -> None:
-    """Name each site whose ``worker_init`` (shell on its nodes) comes from the project file alone."""
-    for name in _set_by_project_alone(files, "sites", "worker_init", known=sites):
-        _say_once(
-            logging.WARNING,
-            "%s sets sites.%s.worker_init: shell that runs on that site's nodes as you; read it "
-            "before using the site (--trust-local-config silences this)",
-            str(files.project.resolve()),
-            name,
+    Raises:
+        ConfigError: one line naming the file, the first refused field and how to trust the file.
+    """
+    if files.project_trusted:
+        return
+    refused = next(_refused(files, defaults), None)
+    if refused is not None:
+        raise ConfigError(
+            f"{files.project.resolve()} sets {refused}, which an untrusted project file may not (it could "
+            "send your credentials or prompts elsewhere, run programs or spend your allocation as you, "
+            "or loosen a safety setting); if you trust that file, pass --trust-local-config or add its "
+            f"directory to trusted_projects in {files.user}"
         )
 
 
-def warn_about_mcp_commands(files: ConfigFiles) -> None:
-    """Name each MCP server whose ``command`` (a program started as you) comes from the project file alone."""
-    for name in _set_by_project_alone(files, "mcp", "command"):
-        _say_once(
-            logging.WARNING,
-            "%s sets mcp.%s.command: a program sciagent starts as you when a session uses --mcp %s; "
-            "read it first (--trust-local-config silences this)",
-            str(files.project.resolve()),
-            name,
-            name,
-        )
+def _refused(files: ConfigFiles, defaults: Mapping[str, object]) -> Iterator[str]:
+    """Each setting of the project file outside the allow-list that changes what the user has."""
+    for key, value in files.project_tables.items():
+        if key in ALLOWED_FIELDS and isinstance(value, dict):
+            for name, table in value.items():
+                yield from _refused_entry(files, key, name, table)
+        elif key not in ALLOWED_SETTINGS and value != files.user_tables.get(key, defaults.get(key)):
+            yield key
 
 
-def _set_by_project_alone(
-    files: ConfigFiles, section: str, field: str, known: Mapping[str, object] | None = None
-) -> list[str]:
-    """The ``[section.NAME]`` tables of an untrusted project file whose ``field`` differs from what the
-    user's own config or the built-ins say (only names in ``known``, when given)."""
-    tables = files.project_tables.get(section, {})
-    if not isinstance(tables, dict) or files.project_trusted:
-        return []
-    return [
-        name
-        for name, table in tables.items()
-        if isinstance(table, dict) and field in table and (known is None or name in known)
-        and table[field] != _reference(files, section, name, field)
-    ]
+def _refused_entry(files: ConfigFiles, section: str, name: str, table: object) -> Iterator[str]:
+    """The refused fields of the project's ``[section.name]``: all of a new entry, else those off the list."""
+    reference = _reference(files, section, name)
+    if reference is None or not isinstance(table, dict):
+        fields = ", ".join(table) if isinstance(table, dict) else "a value"
+        yield f"[{section}.{name}] with {fields} (an entry your config and the built-ins do not have)"
+        return
+    allowed = ALLOWED_FIELDS[section]
+    if section == "llm" and reference.get("kind") == "embedded":
+        allowed = allowed - {"model"}  # an embedded profile's model is a GGUF file to parse
+    for field, value in table.items():
+        if field not in allowed and value != reference.get(field):
+            yield f"{section}.{name}.{field}"
 
 
-def _builtin_credential(profile: LLMProfile) -> str | None:
-    """The built-in credential ``profile`` would send, named for a message; None if it sends none."""
-    if profile.kind != "openai":
+def _reference(files: ConfigFiles, section: str, name: str) -> dict[str, Any] | None:
+    """What the user's config laid over the built-in gives ``[section.name]``; None if neither has it."""
+    builtin = _BUILTINS.get(section, {}).get(name)
+    user_section = files.user_tables.get(section, {})
+    user_entry = user_section.get(name) if isinstance(user_section, dict) else None
+    if builtin is None and not isinstance(user_entry, dict):
         return None
-    if profile.auth == "globus":
-        return "your Globus login token"
-    if profile.api_key_env in _BUILTIN_KEY_ENVS:
-        return f"the key in {profile.api_key_env}"
-    return None
-
-
-def _reference(files: ConfigFiles, section: str, name: str, field: str) -> object:
-    """The value the user's config, else the built-in entry, gives ``section.name.field``."""
-    user_table = files.user_tables.get(section, {})
-    user_entry = user_table.get(name, {}) if isinstance(user_table, dict) else {}
-    if isinstance(user_entry, dict) and field in user_entry:
-        return user_entry[field]
-    builtins: Mapping[str, Any] = {"llm": BUILTIN_PROFILES, "sites": BUILTIN_SITES}.get(section, {})
-    builtin = builtins.get(name)
-    return getattr(builtin, field) if builtin is not None else None
+    base = builtin.model_dump() if builtin is not None else {}
+    return base | (user_entry if isinstance(user_entry, dict) else {})
 
 
 def _tables(path: Path) -> Mapping[str, Any]:

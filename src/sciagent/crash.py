@@ -14,6 +14,7 @@ from pathlib import Path
 import platformdirs
 
 from sciagent.errors import InternalError
+from sciagent.redaction import scrub
 
 _MAX_MESSAGE = 300  # characters of the exception's message in the one line; the log has all of it
 
@@ -26,7 +27,7 @@ def record_internal_error(exc: BaseException, directory: Path | None = None) -> 
     """Write ``exc``'s traceback to a log file in ``directory`` and return the one-line error for it."""
     folder = directory or default_log_dir()
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-%f")
-    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    text = scrub("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
     try:
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"internal-error-{stamp}.log"
@@ -35,7 +36,7 @@ def record_internal_error(exc: BaseException, directory: Path | None = None) -> 
         path = default_log_dir() / f"internal-error-{stamp}.log"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
-    message = " ".join(str(exc).split()) or "(no message)"
+    message = " ".join(scrub(str(exc)).split()) or "(no message)"
     if len(message) > _MAX_MESSAGE:
         message = message[: _MAX_MESSAGE - 1] + "…"
     return InternalError(type(exc).__name__, message, str(path))

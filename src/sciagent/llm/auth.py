@@ -10,9 +10,9 @@ Where a token comes from, first match wins:
     2. the token file, ``platformdirs.user_config_dir("sciagent")/tokens.json`` (``SCIAGENT_TOKEN_FILE``
        overrides the path), written atomically with mode 0600, refreshed when about to expire.
 
-Tokens are secrets: they are never logged, printed, put in exceptions or in ``AuthStatus``. The values
-this process has handed out are remembered in memory only, so ``redact`` can scrub them from text
-that came back from a third party (an error body) before it is shown.
+Tokens are secrets: they are never logged, printed, put in exceptions or in ``AuthStatus``. Every
+value handed out is registered with ``sciagent.redaction`` (memory only), so the journal, reports,
+logs and ``redaction.scrub`` of text that came back from a third party (an error body) never hold it.
 
 All traffic to Globus Auth goes through one seam, ``_auth_client()``; tests replace it (and only it)
 with a stand-in because Globus cannot be reached from the test machines.
@@ -37,6 +37,7 @@ import platformdirs
 from sciagent.atomic import write_atomic
 from sciagent.errors import ConfigError, ModelUnavailable
 from sciagent.llm.profiles import ALCF_TOKEN_ENV
+from sciagent.redaction import register_secret
 
 if TYPE_CHECKING:
     from sciagent.llm.profiles import LLMProfile
@@ -50,8 +51,6 @@ GATEWAY_SCOPE = f"https://auth.globus.org/scopes/{GATEWAY_CLIENT_ID}/action_all"
 IDENTITY_DOMAINS = ("anl.gov", "alcf.anl.gov")
 TOKEN_FILE_ENV = "SCIAGENT_TOKEN_FILE"
 REFRESH_MARGIN_S = 120  # refresh this long before expiry, so a request never carries a dying token
-
-_handed_out: set[str] = set()
 
 
 @dataclass(frozen=True)
@@ -87,18 +86,6 @@ def token_file() -> Path:
     """The token file's path (``SCIAGENT_TOKEN_FILE`` wins, for tests and shared machines)."""
     override = os.environ.get(TOKEN_FILE_ENV)
     return Path(override) if override else Path(platformdirs.user_config_dir("sciagent")) / "tokens.json"
-
-
-def handed_out() -> frozenset[str]:
-    """Every key and token this process has handed to a model client, for redaction elsewhere."""
-    return frozenset(_handed_out)
-
-
-def redact(text: str) -> str:
-    """``text`` with every token this process has handed out replaced by ``***``."""
-    for secret in _handed_out:
-        text = text.replace(secret, "***")
-    return text
 
 
 def _auth_client() -> Any:
@@ -210,7 +197,7 @@ def logout() -> LogoutResult:
 
 
 def _hand_out(token: str) -> str:
-    _handed_out.add(token)
+    register_secret(token)
     return token
 
 

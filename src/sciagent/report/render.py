@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from sciagent.atomic import write_atomic
 from sciagent.errors import UserError
+from sciagent.redaction import scrub
 from sciagent.report.attribution import NumberCheck, check_text
 from sciagent.report.findings import FINDINGS_LABEL, findings
 from sciagent.report.models import Adaptation, StudyRecord, VerdictOutlook
@@ -77,9 +78,9 @@ def render_report(record: StudyRecord, out_dir: Path) -> ReportFiles:
         results_json=out_dir / "results.json",
         plots={plot.name: plot.path for plot in plots.plots},
     )
-    write_atomic(files.markdown, environment(html=False).get_template("report.md.j2").render(context))
-    write_atomic(files.html, environment(html=True).get_template("report.html.j2").render(context))
-    write_atomic(files.results_json, results_json_text(record, rows, check))
+    write_atomic(files.markdown, scrub(environment(html=False).get_template("report.md.j2").render(context)))
+    write_atomic(files.html, scrub(environment(html=True).get_template("report.html.j2").render(context)))
+    write_atomic(files.results_json, scrub(results_json_text(record, rows, check)))
     return files
 
 

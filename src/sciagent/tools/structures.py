@@ -1,7 +1,11 @@
 """Structure tools: find a structure, say what it holds, clean it for simulation.
 
 A structure is named as a user would (a path, the bundled ``villin``, a PDB id, a protein name);
-relative paths are looked for in the session directory first.
+relative paths are looked for in the session directory first. A path a model names is read only
+inside the session directory, the structure cache or a directory the user lists in ``[tools]
+allowed_paths`` of their own config: a model's arguments may come from a prompt injection, and a
+structure tool would hand any host file it reads (``/etc/passwd``, ``~/.ssh``) back to the model.
+(``sciagent simulate FILE`` calls the science layer directly: a person's path is not confined.)
 """
 
 from __future__ import annotations
@@ -14,8 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from sciagent.science.preparation import PreparationRecord, prepare_structure
 from sciagent.science.structure_info import StructureSummary, inspect_structure
-from sciagent.science.structures import StructureFile, resolve_structure
-from sciagent.tools.registry import ToolContext, define_tool
+from sciagent.science.structures import STRUCTURE_SUFFIXES, StructureFile, pdb_cache_dir, resolve_structure
+from sciagent.tools.registry import ToolArgumentsError, ToolContext, define_tool
 
 STRUCTURE_HELP = (
     "a file path, the bundled 'villin', a PDB id such as '1UBQ' or a protein name such as 'ubiquitin'"
@@ -50,11 +54,39 @@ class PreparedFile(BaseModel):
 
 
 def located(structure: str, context: ToolContext) -> StructureFile:
-    """``structure`` as ``resolve_structure`` finds it; a relative path is looked for in the session first."""
-    in_session = context.session_dir / structure
-    if not Path(structure).is_absolute() and in_session.is_file():
-        return resolve_structure(str(in_session))
-    return resolve_structure(structure)
+    """``structure`` as ``resolve_structure`` finds it, a path only where the tools may read.
+
+    Raises:
+        ToolArgumentsError: a path outside the session, the cache and the user's ``allowed_paths``.
+    """
+    text = structure.strip()
+    given = Path(text).expanduser()
+    names_a_path = "/" in text or text.startswith("~") or given.suffix.lower() in STRUCTURE_SUFFIXES
+    if not (names_a_path or given.is_file() or (context.session_dir / text).is_file()):
+        return resolve_structure(text)  # a bundled name, a PDB id or a protein name
+    return resolve_structure(str(_readable_path(text, context)))
+
+
+def _readable_path(text: str, context: ToolContext) -> Path:
+    """The file ``text`` names (relative: in the session first), resolved (links followed) inside a
+    directory the tools may read."""
+    given = Path(text).expanduser()
+    candidates = [given] if given.is_absolute() else [context.session_dir / given, given]
+    roots = [context.session_dir.resolve(), pdb_cache_dir().resolve()]
+    if context.settings is not None:
+        roots += [Path(path).expanduser().resolve() for path in context.settings.tools.allowed_paths]
+    resolved = [candidate.resolve() for candidate in candidates]
+    inside = [path for path in resolved if any(path.is_relative_to(root) for root in roots)]
+    for path in inside:
+        if path.is_file():
+            return path
+    if inside:
+        return inside[0]  # a missing file: resolve_structure says so
+    raise ToolArgumentsError(
+        f"structure path {text!r} ({resolved[0]}) is outside the session directory and the structure "
+        "cache: copy the file into the session, or add its directory to [tools] allowed_paths in your "
+        "own ~/.config/sciagent/config.toml"
+    )
 
 
 def fetch_structure(arguments: StructureArguments, context: ToolContext) -> FetchedStructure:
@@ -93,7 +125,7 @@ def prepare(arguments: PrepareArguments, context: ToolContext) -> PreparedFile:
 
 
 STRUCTURE_TOOLS = [
-    define_tool(fetch_structure),
-    define_tool(structure_info),
-    define_tool(prepare, name="prepare_structure"),
+    define_tool(fetch_structure, effects={"reads", "writes", "reaches_outside"}),
+    define_tool(structure_info, effects={"reads"}),
+    define_tool(prepare, effects={"computes", "writes"}, name="prepare_structure"),
 ]

@@ -8,12 +8,15 @@ with the reason before the error goes on to the command.
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 from sciagent.agent.journal import Journal
+from sciagent.agent.ownership import owning
 from sciagent.agent.session import CHEM_KIND
 from sciagent.config import Settings
+from sciagent.redaction import scrub
 from sciagent.tools.chem import ChemEnergy, EnergyArguments, chem_energy
 from sciagent.tools.registry import ToolContext
 
@@ -36,8 +39,9 @@ def run_chem_energy(arguments: EnergyArguments, settings: Settings) -> ChemRun:
             is journalled as failed first).
     """
     asked = arguments.model_dump(mode="json")
-    with Journal.in_workspace(settings.workspace) as journal:
+    with Journal.in_workspace(settings.workspace) as journal, ExitStack() as owned:
         run_id = journal.create_run(f"chem energy {arguments.molecule}", {"kind": CHEM_KIND, **asked})
+        owned.enter_context(owning(journal, run_id, what="chem run"))
         run_dir = Path(settings.workspace).resolve() / run_id
         run_dir.mkdir(parents=True, exist_ok=True)
         step = journal.start_step(run_id, "chem_energy", arguments.molecule, asked)
@@ -56,7 +60,7 @@ def run_chem_energy(arguments: EnergyArguments, settings: Settings) -> ChemRun:
         if energy.trace_plot:
             journal.add_artifact(run_id, "plot", str(run_dir / energy.trace_plot))
         report = run_dir / REPORT
-        report.write_text(_report(arguments, energy))
+        report.write_text(scrub(_report(arguments, energy)))
         journal.add_artifact(run_id, "report", str(report))
         journal.set_run_status(run_id, "completed")
     return ChemRun(run_id, run_dir, energy, report)

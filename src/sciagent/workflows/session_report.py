@@ -21,6 +21,7 @@ import openmm
 
 from sciagent.agent.steps import SessionOutcome, ToolCallRecord
 from sciagent.atomic import write_atomic
+from sciagent.redaction import scrub
 from sciagent.report.numbers import FlaggedNumber, find_numbers, segments
 from sciagent.report.plots import Plot
 from sciagent.report.render import environment, plain
@@ -74,8 +75,8 @@ def write_session_report(
         "provenance": _provenance_rows(session_id, model_id, outcome, full_provenance),
         "unattributed_reason": UNATTRIBUTED_REASON,
     }
-    write_atomic(paths.markdown, environment(html=False).get_template("session.md.j2").render(context))
-    write_atomic(paths.html, environment(html=True).get_template("session.html.j2").render(context))
+    write_atomic(paths.markdown, scrub(environment(html=False).get_template("session.md.j2").render(context)))
+    write_atomic(paths.html, scrub(environment(html=True).get_template("session.html.j2").render(context)))
     document = {
         **outcome.model_dump(mode="json"),
         "session_id": session_id,
@@ -84,7 +85,7 @@ def write_session_report(
         "provenance": full_provenance,
     }
     text = json.dumps(document, indent=2, ensure_ascii=False, default=str)  # a Path or a date in provenance
-    write_atomic(paths.results_json, text + "\n")
+    write_atomic(paths.results_json, scrub(text) + "\n")
     return paths
 
 
