@@ -51,8 +51,8 @@ def _ask(
     return completed, json.loads(completed.stdout.splitlines()[-1]) if completed.stdout.strip() else {}
 
 
-def _events(cwd: Path, kind: str) -> list[dict]:
-    with sqlite3.connect(cwd / "sciagent-runs" / "journal.sqlite") as db:
+def _events(cwd: Path, kind: str, journal: str = "sciagent-runs/journal.sqlite") -> list[dict]:
+    with sqlite3.connect(cwd / journal) as db:
         rows = db.execute("SELECT data FROM events ORDER BY id").fetchall()
     return [data for (text,) in rows if (data := json.loads(text)).get("kind") == kind]
 
@@ -229,20 +229,41 @@ def test_mcp_serve_lists_no_spending_destroying_or_code_running_tool_by_default(
     assert allowed["cancel_job"]["destructiveHint"] is True and "hold_job" not in allowed
 
 
+def test_the_mcp_server_decides_each_call_by_the_same_policy(tmp_path: Path) -> None:
+    """A user's rule makes structure_info ask: over MCP, with no one to ask, the call is refused and the
+    request journalled; the control is the same server told --allow-tool structure_info."""
+    (tmp_path / "sciagent.toml").write_text(ASK_FIRST)
+    refused = _served(tmp_path / "one", call=True)["structure_info"]
+    assert refused["is_error"] and "no one could approve it here" in refused["text"]
+    (request,) = _events(tmp_path / "one", "approval_request", journal="journal.sqlite")
+    assert request["tool"] == "structure_info"
+    allowed = _served(tmp_path / "two", "--allow-tool", "structure_info", call=True)["structure_info"]
+    assert not allowed["is_error"] and '"total_atoms": 582' in allowed["text"]
+
+
 def _listed(workspace: Path, *flags: str) -> dict[str, dict]:
-    """Each served tool's annotations, from a real stdio `sciagent mcp serve` (an SDK client in a child)."""
+    return _served(workspace, *flags)
+
+
+def _served(workspace: Path, *flags: str, call: bool = False) -> dict[str, dict]:
+    """From a real stdio `sciagent mcp serve` (an SDK client in a child process): each served tool's
+    annotations, or (``call``) what calling structure_info on villin gave."""
     script = (
         "import anyio, json, sys\n"
         "from mcp import Client, StdioServerParameters\n"
         "async def main():\n"
-        "    params = StdioServerParameters(command=sys.executable, args=sys.argv[1:])\n"
+        "    params = StdioServerParameters(command=sys.executable, args=sys.argv[2:], cwd=sys.argv[1])\n"
         "    async with Client(params) as client:\n"
         "        listing = await client.list_tools()\n"
-        "        hints = {t.name: t.annotations.model_dump(by_alias=True) for t in listing.tools}\n"
-        "        print(json.dumps(hints))\n"
+        "        seen = {t.name: t.annotations.model_dump(by_alias=True) for t in listing.tools}\n"
+        f"        if {call}:\n"
+        "            got = await client.call_tool('structure_info', {'structure': 'villin'})\n"
+        "            seen = {'structure_info': {'is_error': got.is_error, 'text': got.content[0].text}}\n"
+        "        print(json.dumps(seen))\n"
         "anyio.run(main)\n"
     )
-    args = ["-m", "sciagent", "mcp", "serve", "--workspace", str(workspace), *flags]
+    serve = ["-m", "sciagent", "--trust-local-config", "mcp", "serve", "--workspace", str(workspace)]
+    args = [str(workspace.parent), *serve, *flags]  # (a stdio child gets an allow-listed environment)
     listed = subprocess.run(
         [sys.executable, "-c", script, *args],
         capture_output=True, text=True, timeout=120, cwd=workspace.parent,
