@@ -17,6 +17,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import zmq
 from parsl.app.errors import AppTimeout
 from parsl.executors import HighThroughputExecutor
 from parsl.executors.errors import BadStateException
@@ -169,6 +170,7 @@ def test_local_htex_settings_are_checked_and_give_the_capacity(tmp_path: Path) -
         local_htex(2, accelerators=["0"])
     htex = local_htex(3, accelerators=["0", "1", "2"])
     assert htex.workers_per_node == 3 and htex.available_accelerators == ["0", "1", "2"]
+    assert htex.address == "127.0.0.1" and htex.encrypted is zmq.has("curve")  # loopback is not trust
     unbounded = local_htex(1)
     unbounded.max_workers_per_node = float("inf")  # as HTEX records "no maximum given"
     with pytest.raises(ValueError, match="capacity="):

@@ -32,7 +32,7 @@ from sciagent.mcp.server import BACKGROUND_NOTE, MAX_WAIT_S, catalogue_server
 from sciagent.tools.registry import ToolContext, ToolRegistry, define_tool
 from sciagent.tools.skills import SkillLibrary, SkillRecord, now_utc
 from sciagent.workflows.catalogue import full_catalogue
-from sciagent.workflows.mcp_session import served_catalogue
+from sciagent.workflows.mcp_session import ServeOptions, served_catalogue
 
 pytestmark = pytest.mark.timeout(300)
 TESTS = Path(__file__).parent
@@ -58,8 +58,11 @@ def test_every_tool_is_served_with_its_schemas_and_its_errors_in_our_words(
     async def session(server) -> None:
         async with Client(server) as client:
             listing = {tool.name: tool for tool in (await client.list_tools()).tools}
-            assert list(listing) == [*(tool.name for tool in catalogue), "background_call"]
-            for tool in catalogue:
+            # nothing that spends an allocation, destroys or runs model-written code, unless allowed
+            never = {"cancel_task", "submit_job", "release_job", "cancel_job", "hold_job"}
+            served = [tool for tool in catalogue if tool.name not in never]
+            assert list(listing) == [*(tool.name for tool in served), "background_call"]
+            for tool in served:
                 shown = listing[tool.name]
                 if tool.cost == "hours":  # starts in the background: its result is the call's state
                     assert shown.description == tool.description + BACKGROUND_NOTE
@@ -107,7 +110,10 @@ def pause(arguments: Pause, context: ToolContext) -> Paused:
 
 def test_a_running_call_reports_progress_and_an_hours_tool_answers_at_once(tmp_path: Path) -> None:
     registry = ToolRegistry.of(
-        [define_tool(pause, cost="minutes"), define_tool(pause, name="long_pause", cost="hours")]
+        [
+            define_tool(pause, effects={"computes"}, cost="minutes"),
+            define_tool(pause, effects={"computes"}, name="long_pause", cost="hours"),
+        ]
     )
     server = catalogue_server(registry, ToolContext(tmp_path), progress_every_s=0.1)
     heard: list[str] = []
@@ -190,9 +196,9 @@ def test_a_separate_client_lists_the_tools_asks_and_follows_a_simulation_to_its_
     http_server: HttpServer, http_flow: dict
 ) -> None:
     assert http_flow["tools"]["structure_info"] == full_catalogue().get("structure_info").parameters()
-    assert {"simulate", "wait_for_task", "task_status", "task_result", "cancel_task", "list_tasks"} <= set(
-        http_flow["tools"]
-    )
+    served = set(http_flow["tools"])
+    assert {"simulate", "wait_for_task", "task_status", "task_result", "list_tasks"} <= served
+    assert "cancel_task" not in served  # it destroys: served only with --allow-tool
     assert http_flow["structure_info"]["total_atoms"] == 582
     assert http_flow["task_id"] == "sim-1"
     assert http_flow["states"][0] in ("pending", "running") and http_flow["states"][-1] == "completed"
@@ -226,7 +232,7 @@ def test_a_later_stdio_server_collects_what_the_http_one_started(
     assert http_server.stop() == 0
     parameters = StdioServerParameters(
         command=sys.executable,
-        args=["-m", "sciagent", "mcp", "serve", "--workspace", "ws"],
+        args=["-m", "sciagent", "mcp", "serve", "--workspace", "ws", "--allow-tool", "cancel_task"],
         cwd=http_server.workspace.parent,
         env={"SCIAGENT_CACHE_DIR": os.environ["SCIAGENT_CACHE_DIR"]},
     )
@@ -258,10 +264,11 @@ def test_a_later_stdio_server_collects_what_the_http_one_started(
     assert resumed.returncode == 2 and "`sciagent mcp serve` takes its simulations up again" in resumed.stderr
 
 
-def test_serving_beyond_loopback_needs_a_token_and_bad_options_are_one_line(tmp_path: Path) -> None:
+def test_http_needs_a_token_on_any_address_and_bad_options_are_one_line(tmp_path: Path) -> None:
+    """(Loopback too: tests/test_attacks_loopback.py.)"""
     refused = _sciagent("mcp", "serve", "--http", "0.0.0.0:0", "--workspace", "ws", cwd=tmp_path)
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
-    assert "refusing to serve on 0.0.0.0 without a token" in refused.stderr
+    assert "--http needs a bearer token" in refused.stderr
     unset = {key: value for key, value in os.environ.items() if key != TOKEN_VAR}
     no_token = _sciagent(
         "mcp", "serve", "--http", "127.0.0.1:0", "--token-env", TOKEN_VAR, cwd=tmp_path, env=unset
@@ -269,8 +276,13 @@ def test_serving_beyond_loopback_needs_a_token_and_bad_options_are_one_line(tmp_
     assert (
         no_token.returncode == 2 and f"{TOKEN_VAR}: that environment variable is not set" in no_token.stderr
     )
-    garbled = _sciagent("mcp", "serve", "--http", "localhost", cwd=tmp_path)
+    token = {**os.environ, TOKEN_VAR: secrets.token_urlsafe(32)}
+    garbled = _sciagent(
+        "mcp", "serve", "--http", "localhost", "--token-env", TOKEN_VAR, cwd=tmp_path, env=token
+    )
     assert garbled.returncode == 2 and "--http wants HOST:PORT" in garbled.stderr
+    stray = _sciagent("mcp", "serve", "--token-env", TOKEN_VAR, cwd=tmp_path, env=token)
+    assert stray.returncode == 2 and "--token-env goes with --http or --uds" in stray.stderr
     assert not (tmp_path / "ws").exists()  # nothing was served, nothing journalled
 
 
@@ -303,5 +315,6 @@ def test_a_skill_is_served_like_a_built_in_and_runs_in_the_sandbox(
             wrong = await client.call_tool("add_numbers", {"a": "two"})
             assert wrong.is_error and "'two' is not of type 'number'" in wrong.content[0].text
 
-    with served_catalogue(Settings(workspace=tmp_path / "ws")) as (server, _):
+    allowed = ServeOptions(allowed_tools=("add_numbers",))  # model-written code: served when named
+    with served_catalogue(Settings(workspace=tmp_path / "ws"), allowed) as (server, _):
         anyio.run(session, server)

@@ -71,6 +71,20 @@ def test_builtin_profiles_match_the_facility_facts() -> None:
     assert BUILTIN_PROFILES["openai"].api_key_env == "OPENAI_API_KEY"
 
 
+def test_local_profiles_send_only_the_key_llm_serve_kept(isolated: Path) -> None:
+    """Loopback is not trust: the local profiles need the key of a server `sciagent llm serve` started
+    (the server refusing requests without it: tests/test_attacks_loopback.py)."""
+    for name, port in (("llama-cpp-local", 8080), ("vllm-local", 8000)):
+        assert BUILTIN_PROFILES[name].auth == "llm-serve"
+        with pytest.raises(ConfigError) as caught:
+            make_model(name, {}, workspace=isolated / "sciagent-runs")
+        message = str(caught.value)
+        assert message.startswith(f"profile {name}: no server started by `sciagent llm serve` is recorded")
+        assert f"http://127.0.0.1:{port}/v1" in message and "\n" not in message
+    listed = subprocess.run([*SCIAGENT, "llm", "profiles"], capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0 and "llm serve key file" in listed.stdout
+
+
 def test_unknown_profile_lists_the_known_ones() -> None:
     with pytest.raises(ConfigError) as caught:
         resolve_profile("sophia", Settings().llm)

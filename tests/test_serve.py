@@ -45,7 +45,7 @@ port = int(argv[argv.index("--port") + 1])
 mode = os.environ.get("SHIM_MODE", "serve")
 record = {{"argv": argv, "env": {{k: os.environ.get(k) for k in (
     "ZE_FLAT_DEVICE_HIERARCHY", "VLLM_WORKER_MULTIPROC_METHOD", "NO_PROXY", "no_proxy",
-    "http_proxy", "https_proxy", "HTTPS_PROXY")}}}}
+    "http_proxy", "https_proxy", "HTTPS_PROXY", "VLLM_API_KEY")}}}}
 if mode == "crash":
     print("RuntimeError: XPU out of memory while loading the model", flush=True)
     sys.exit(3)
@@ -161,11 +161,19 @@ def test_vllm_gets_gpu_node_settings_and_no_proxy(shim: Path, tmp_path: Path, mo
         assert (pid_file["pid"], pid_file["port"], pid_file["backend"]) == (handle.pid, port, "vllm")
         assert pid_file["base_url"] == f"http://127.0.0.1:{port}/v1" and pid_file["started_at"]
         assert handle.alive
+        # Its API key: in its environment (not its command line), kept 0600, handed to the recorded URL.
+        key_file = serve.key_file(tmp_path, port)
+        assert env["VLLM_API_KEY"] == key_file.read_text() and len(env["VLLM_API_KEY"]) >= 32
+        assert env["VLLM_API_KEY"] not in record["argv"] and key_file.stat().st_mode & 0o777 == 0o600
+        assert serve.served_key(tmp_path, f"http://127.0.0.1:{port}/v1") == env["VLLM_API_KEY"]
+        with pytest.raises(ConfigError, match="no server started by `sciagent llm serve` is recorded at"):
+            serve.served_key(tmp_path, f"http://10.1.2.3:{port}/v1")  # the key goes to no other host
         with pytest.raises(ConfigError, match="already runs on port"):
             serve.start_server("vllm", model="m", port=port, workdir=tmp_path)
     finally:
         assert serve.stop_server(tmp_path, port) == [port]
     assert not pid_alive(handle.pid) and not (tmp_path / f"llm-server-{port}.json").exists()
+    assert not serve.key_file(tmp_path, port).exists()
 
 
 def test_a_crash_before_ready_reports_the_log_tail(shim: Path, tmp_path: Path, monkeypatch) -> None:
@@ -245,18 +253,19 @@ def test_real_llama_cpp_server_detached_then_stopped(tmp_path: Path) -> None:
     base_url = f"http://127.0.0.1:{port}/v1"
     assert f"ready at {base_url}" in started.stdout
     pid = json.loads((tmp_path / "sciagent-runs" / f"llm-server-{port}.json").read_text())["pid"]
+    key = serve.key_file(tmp_path / "sciagent-runs", port).read_text()  # what only its owner can read
     try:
-        served = OpenAICompatModel(base_url, "probe").list_models()
+        served = OpenAICompatModel(base_url, "probe", api_key=key).list_models()
         assert served == ["SmolLM2-135M-Instruct.Q4_1"]
         model = OpenAICompatModel(
-            base_url, served[0], response_format_style="json_object", supports_native_tools=False
+            base_url, served[0], api_key=key, response_format_style="json_object", supports_native_tools=False
         )
         reply = model.chat([{"role": "user", "content": "Say hello."}], max_tokens=8, temperature=0.0)
         assert reply.text and reply.usage.completion_tokens > 0
         # A profile left at its default style: the server's 500 for json_schema is not retried, the
         # next style is, with small ranges as enums (its grammar ignores minimum/maximum; unbounded,
         # this model answered replicas 1028), and the style that worked is kept.
-        default = OpenAICompatModel(base_url, served[0], supports_native_tools=False)
+        default = OpenAICompatModel(base_url, served[0], api_key=key, supports_native_tools=False)
         ask = [{"role": "user", "content": "How many replicas (1 to 3)? Answer in JSON."}]
         answer = ask_structured(default, ask, Replicas, retries=0, max_tokens=16)
         assert 1 <= answer.value.replicas <= 3 and default.response_format_style == "json_object"
@@ -264,8 +273,9 @@ def test_real_llama_cpp_server_detached_then_stopped(tmp_path: Path) -> None:
         # so the plan offers the model a list of lengths (unlisted, it answered 3.6e-40 ps three times).
         plan = ask_structured(default, plan_messages(DEFAULT_GOAL, "villin", 300.0), StudyPlan, retries=0)
         assert plan.value.production_ps in PRODUCTION_CHOICES_PS
-        # `sciagent llm check` on a profile that names only the URL: everything found by asking.
-        (tmp_path / "sciagent.toml").write_text(f'[llm.mine]\nbase_url = "{base_url}"\n')
+        # `sciagent llm check` on a profile that names only the URL and the key llm serve kept: everything
+        # found by asking.
+        (tmp_path / "sciagent.toml").write_text(f'[llm.mine]\nbase_url = "{base_url}"\nauth = "llm-serve"\n')
         checked = subprocess.run([*SCIAGENT, "llm", "check", "--llm", "mine"], cwd=tmp_path,
                                  capture_output=True, text=True, timeout=300)  # fmt: skip
         assert checked.returncode == 0, checked.stderr

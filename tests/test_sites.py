@@ -186,6 +186,7 @@ def test_sites_check_runs_a_real_round_trip(tmp_path, name) -> None:
     assert report["python"].strip() == ".".join(map(str, sys.version_info[:3]))
     assert report["openmm"].strip().startswith("8.") and "CPU" in report["platforms"]
     assert report["round trip"].strip().endswith(" ms")
+    assert report["encryption"].strip().startswith("CurveZMQ" if name == "local-parsl" else "-")
 
 
 @pytest.mark.hpc
@@ -329,8 +330,9 @@ def _built_htex(name: str, sites) -> HighThroughputExecutor:
     return builders._htex(name, site, provider, builders.workers_per_node(site))
 
 
-@pytest.mark.parametrize(("name", "encrypted"), [("fakepbs", True), ("slurm", True), ("local-parsl", False)])
-def test_batch_sites_encrypt_their_htex_traffic(tmp_path, monkeypatch, name, encrypted) -> None:
+@pytest.mark.parametrize(("name", "encrypted"), [("fakepbs", True), ("slurm", True), ("local-parsl", True)])
+def test_parsl_sites_encrypt_their_htex_traffic(tmp_path, monkeypatch, name, encrypted) -> None:
+    """Loopback too: any user of the machine reaches 127.0.0.1 (tests/test_attacks_loopback.py)."""
     settings = settings_from(tmp_path, monkeypatch, FAKEPBS.format(bin=BIN, cache=tmp_path))
     htex = _built_htex(name, settings.sites)
     assert htex.encrypted is encrypted
@@ -403,12 +405,14 @@ def test_without_curve_a_batch_site_fails_in_one_line_unless_encryption_is_off(
     assert message.startswith("site fakepbs: this pyzmq's libzmq") and "without CURVE" in message
     assert "pip install --force-reinstall pyzmq" in message and "encrypted = false" in message
     assert "\n" not in message
-    assert _built_htex("local-parsl", settings.sites).encrypted is False  # loopback: no CURVE needed
     with caplog.at_level("WARNING", logger="sciagent.compute._site_builders"):
+        assert _built_htex("local-parsl", settings.sites).encrypted is False  # runs, and says why
         assert _built_htex("plain", settings.sites).encrypted is False
         assert _built_htex("plain", settings.sites).encrypted is False
     warnings = [r.getMessage() for r in caplog.records if "encrypted = false" in r.getMessage()]
     assert len(warnings) == 1 and warnings[0].startswith("site plain: encrypted = false")
+    (local,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("site local-parsl")]
+    assert "without CURVE, so its interchange is unencrypted and any user of this machine" in local
 
 
 @pytest.mark.hpc

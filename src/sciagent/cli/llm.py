@@ -2,7 +2,7 @@
 
 Exit codes follow ``sciagent.cli.common``: 2 when nothing could start (unknown profile, missing key,
 rejected credentials), 1 when a service was asked and failed (unreachable endpoint, server crash).
-Keys and tokens are never printed: errors pass through ``auth.redact`` in case a server echoed one.
+Keys and tokens are never printed: errors pass through ``redaction.scrub`` in case a server echoed one.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from sciagent.llm.base import ChatModel, ToolSpec
 from sciagent.llm.openai_compat import OpenAICompatModel
 from sciagent.llm.profiles import all_profiles, key_source, make_model, resolve_profile
 from sciagent.llm.structured import ask_structured
+from sciagent.redaction import scrub
 from sciagent.workflows.dialects import remember_dialect
 
 if TYPE_CHECKING:
@@ -66,10 +67,10 @@ def check(
         # A ModelAuthError is a UserError (exit 2): the user must fix a key or log in.
         with exits_on_error(describe=_redacted):
             name, profile = resolve_profile(name, settings.llm)
-            model = make_model(name, settings.llm)
+            model = make_model(name, settings.llm, workspace=settings.workspace)
             reply = model.chat(_CHECK_PROMPT, max_tokens=16, temperature=0.0)
     except ValueError as exc:  # a backend constructor refused the profile's values
-        fail(f"profile {name}: {auth.redact(str(exc))}", EXIT_BAD_INPUT)
+        fail(f"profile {name}: {scrub(str(exc))}", EXIT_BAD_INPUT)
     rate = f"{reply.tokens_per_s:.1f}" if reply.tokens_per_s else "n/a"
     for label, value in (
         ("profile", name),
@@ -90,7 +91,7 @@ class _Ready(BaseModel):
 
 
 def _redacted(error: SciagentError) -> str:
-    return auth.redact(str(error))
+    return scrub(str(error))
 
 
 def _served_models(model: ChatModel) -> str:
@@ -100,7 +101,7 @@ def _served_models(model: ChatModel) -> str:
     try:
         return ", ".join(model.list_models()) or "none listed"
     except ModelError as exc:
-        return f"not listed ({auth.redact(str(exc))})"
+        return f"not listed ({scrub(str(exc))})"
 
 
 def _native_tools(model: ChatModel) -> str:
@@ -115,9 +116,9 @@ def _native_tools(model: ChatModel) -> str:
     try:
         reply = model.chat(_TOOL_PROMPT, tools=[_PING], max_tokens=48, temperature=0.0)
     except RequestRejected as exc:
-        return f"no: the server refused tools= ({auth.redact(str(exc))}); profile says {profile_says}"
+        return f"no: the server refused tools= ({scrub(str(exc))}); profile says {profile_says}"
     except ModelError as exc:
-        return f"not known: {auth.redact(str(exc))}"
+        return f"not known: {scrub(str(exc))}"
     if any(call.name == _PING.name for call in reply.tool_calls):
         return f"yes: the model called the probe tool; profile says {profile_says}"
     return f"no: the model answered in text instead of calling the probe tool; profile says {profile_says}"
@@ -134,7 +135,7 @@ def _structured_style(model: ChatModel, workspace: Path) -> str:
     except StructuredOutputError:
         return f"{model.response_format_style} accepted, but the reply did not validate"
     except ModelError as exc:
-        return f"none works: {auth.redact(str(exc))}"
+        return f"none works: {scrub(str(exc))}"
     if not isinstance(model, OpenAICompatModel):
         return f"{model.response_format_style} (in process)"
     with Journal.in_workspace(workspace) as journal:
@@ -167,6 +168,10 @@ def serve(
         owned = True  # from here on, any way out of this command stops the server unless detached
         out_console.print(f"{kind} server ready at {handle.base_url} (pid {handle.pid})", highlight=False)
         out_console.print(f"log: {handle.log_file}", highlight=False, markup=False)
+        out_console.print(
+            f"API key (every request needs it): {servers.key_file(workdir, port)}, readable only by you",
+            highlight=False, markup=False,
+        )  # fmt: skip
         out_console.print(_profile_hint(kind, port, handle.base_url), highlight=False, markup=False)
         if detach:
             out_console.print(f"stop it with: sciagent llm stop --port {port}", highlight=False, markup=False)
@@ -303,4 +308,7 @@ def _profile_hint(backend: str, port: int, base_url: str) -> str:
     profile = {"llama-cpp": "llama-cpp-local", "vllm": "vllm-local"}[backend]
     if port == DEFAULT_PORTS[backend]:
         return f"use it with: --llm {profile}"
-    return f'use it with a profile: [llm.mine] base_url = "{base_url}" (in sciagent.toml), then --llm mine'
+    return (
+        f'use it with a profile: [llm.mine] base_url = "{base_url}", auth = "llm-serve" (in your '
+        "~/.config/sciagent/config.toml), then --llm mine"
+    )

@@ -12,15 +12,16 @@ import anyio
 import typer
 from rich.table import Table
 
-from sciagent.cli.common import UnsandboxedOption, exits_on_error, fail, load_settings
+from sciagent.cli.common import UnsandboxedOption, duration_flag, exits_on_error, fail, load_settings
 from sciagent.compute.sites import resolve_site
 from sciagent.config import Settings
 from sciagent.console import err_console, out_console
 from sciagent.mcp.client import McpConnection, check_names
-from sciagent.mcp.http import Address, listen, serve_http
+from sciagent.mcp.http import Address, Listener, check_token, listen, listen_unix, serve_http
 from sciagent.mcp.server import serve_stdio
+from sciagent.redaction import register_secret
 from sciagent.tools.registry import ToolRegistry
-from sciagent.workflows.mcp_session import served_catalogue
+from sciagent.workflows.mcp_session import ServeOptions, served_catalogue
 
 mcp_app = typer.Typer(
     help="MCP both ways: serve sciagent's tools to MCP clients, list an external MCP server's tools.",
@@ -38,31 +39,66 @@ def serve(
     ] = None,
     token_env: Annotated[
         str | None,
-        typer.Option("--token-env", metavar="VAR", help="env var holding the bearer token HTTP clients send"),
+        typer.Option("--token-env", metavar="VAR", help="env var holding the HTTP bearer token (32+ chars)"),
+    ] = None,
+    uds: Annotated[
+        Path | None,
+        typer.Option("--uds", metavar="PATH", help="streamable HTTP on a Unix socket (mode 0600), no token"),
     ] = None,
     site: Annotated[str, typer.Option("--site", help="where simulations run (sciagent sites)")] = "local",
+    allow_tool: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-tool",
+            metavar="TOOL",
+            help="also serve TOOL if it spends an allocation, destroys or runs model-written code, and run "
+            "its calls that would ask for approval (repeatable)",
+        ),
+    ] = None,
+    wait_for_approval: Annotated[
+        str | None,
+        typer.Option(
+            "--wait-for-approval",
+            metavar="DURATION",
+            help="a call that must ask waits this long for `sciagent approve` before it is refused",
+        ),
+    ] = None,
     allow_unsandboxed_code: UnsandboxedOption = False,
+    takeover: Annotated[
+        bool,
+        typer.Option(
+            "--takeover",
+            help="serve though the server recorded on another host never released the workspace (only if "
+            "that process is gone)",
+        ),
+    ] = False,
     workspace: WorkspaceOption = None,
 ) -> None:
-    """Serve every catalogue tool over MCP: stdio by default, streamable HTTP with --http.
+    """Serve every catalogue tool over MCP: stdio by default, streamable HTTP with --http (a bearer token
+    required) or --uds.
 
     Simulations are tasks of the workspace: a later server (or `sciagent show`) finds what an earlier one
     started.
     """
     settings = _settings(workspace)
-    token = _token(token_env, http)
     with exits_on_error():
+        token = _token(token_env, http, uds)
         resolve_site(site, settings.sites)  # an unknown site: one line now, not a failed simulate later
-        address = Address.parse(http) if http else None
-        sock = listen(address, token) if address else None
+        listener: Listener | None = None
+        if http:
+            listener = listen(Address.parse(http))
+        elif uds:
+            listener = listen_unix(uds)
         # Ctrl-C is how a server is stopped: the tasks' states are journalled on the way out, exit 0.
-        served = served_catalogue(settings, site, allow_unsandboxed_code)
+        wait_s = duration_flag("--wait-for-approval", wait_for_approval) if wait_for_approval else 0.0
+        options = ServeOptions(site, allow_unsandboxed_code, tuple(allow_tool or ()), wait_s, takeover)
+        served = served_catalogue(settings, options)
         with suppress(KeyboardInterrupt), served as (server, run_id):
-            if address is None or sock is None:
+            if listener is None:
                 anyio.run(serve_stdio, server)
             else:
-                _announce(address.url(sock.getsockname()[1]), settings, run_id, token is not None)
-                serve_http(server, address, sock, token)
+                _announce(listener.where, settings, run_id, token is not None)
+                serve_http(server, listener, token)
 
 
 @mcp_app.command("tools")
@@ -90,24 +126,34 @@ def list_tools(
     out_console.print(table)
 
 
-def _token(token_env: str | None, http: str | None) -> str | None:
-    """The bearer token from ``token_env`` (only for HTTP); a one-line error if it is unset."""
+def _token(token_env: str | None, http: str | None, uds: Path | None) -> str | None:
+    """The bearer token from ``token_env``: required with --http (any user of this machine can reach a
+    port, loopback included), optional with --uds; a one-line error if missing, unset or short."""
+    if http and uds:
+        fail("--http and --uds: choose one")
     if token_env is None:
+        if http:
+            fail(
+                "--http needs a bearer token: every user of this machine can reach its ports, 127.0.0.1 "
+                "included; export VAR=$(openssl rand -hex 24) and pass --token-env VAR, or serve on a "
+                "Unix socket only you can open with --uds PATH"
+            )
         return None
-    if http is None:
-        fail("--token-env goes with --http: a stdio client starts the server itself and needs no token")
+    if not (http or uds):
+        fail("--token-env goes with --http or --uds: a stdio client starts the server itself")
     token = os.environ.get(token_env, "").strip()
     if not token:
         fail(f"--token-env {token_env}: that environment variable is not set or is empty")
-    return token
+    register_secret(token)  # never in the journal or a log line
+    return check_token(token, token_env)
 
 
-def _announce(url: str, settings: Settings, run_id: str, with_token: bool) -> None:
-    """Where the HTTP server listens (on stderr: stdout is for results)."""
+def _announce(where: str, settings: Settings, run_id: str, with_token: bool) -> None:
+    """Where the HTTP server listens (on stderr: stdout is for results); never the token itself."""
     needs = ", bearer token required" if with_token else ""
     err_console.print(
-        f"serving sciagent's tools at {url} (workspace {settings.workspace.resolve()}, run {run_id}{needs}); "
-        "Ctrl-C stops",
+        f"serving sciagent's tools at {where} (workspace {settings.workspace.resolve()}, run {run_id}"
+        f"{needs}); Ctrl-C stops",
         highlight=False, markup=False, soft_wrap=True,
     )  # fmt: skip
 

@@ -25,7 +25,7 @@ from sciagent.cli.common import (
     load_settings,
 )
 from sciagent.compute.errors import TaskError, TaskRaised, WorkerLost
-from sciagent.compute.sites import BUILTIN_SITES, all_sites, make_executor, resolve_site
+from sciagent.compute.sites import BUILTIN_SITES, SiteConfig, all_sites, make_executor, resolve_site
 from sciagent.console import err_console, out_console
 from sciagent.errors import SciagentError, UserError
 
@@ -102,7 +102,17 @@ def check(
             executor.shutdown(cancel=True)
     if failure:
         fail(failure, code)
-    _print_report(name, site.where, first_s, round_trip_s, info, cold)
+    _print_report(name, site.where, first_s, round_trip_s, info, cold, _encryption(name, site))
+
+
+def _encryption(name: str, site: SiteConfig) -> str:
+    """How a Parsl site's pilot-job channel is protected (after its executor started: this cannot raise)."""
+    if site.kind != "parsl":
+        return "-"
+    from sciagent.compute._site_builders import unencrypted_because
+
+    reason = unencrypted_because(name, site)
+    return "CurveZMQ: tasks and results encrypted, workers authenticated" if reason is None else reason
 
 
 def _describe(exc: TaskError) -> str:
@@ -133,7 +143,9 @@ def _first_line(text: str) -> str:
     return next((line.strip() for line in text.splitlines() if line.strip()), text)
 
 
-def _print_report(name: str, where: str, first_s: float, round_trip_s: float, info: dict, cold: dict) -> None:
+def _print_report(
+    name: str, where: str, first_s: float, round_trip_s: float, info: dict, cold: dict, encryption: str
+) -> None:
     local_python = ".".join(platform.python_version_tuple()[:2])
     remote_python = ".".join(info["python"].split(".")[:2])
     openmm = info["openmm"] or f"not importable ({info.get('openmm_error', 'unknown reason')})"
@@ -147,6 +159,7 @@ def _print_report(name: str, where: str, first_s: float, round_trip_s: float, in
         ("openmm", openmm),
         ("platforms", ", ".join(info["platforms"]) or "-"),
         ("pinning", ", ".join(f"{k}={v}" for k, v in (cold["env"] | info["env"]).items()) or "-"),
+        ("encryption", encryption),
     ):
         out_console.print(f"{label + ':':<14}{value}", highlight=False, markup=False)
     if remote_python != local_python:

@@ -5,9 +5,11 @@ template.py``, ``slurm/template.py``); we only fill in their options, so nothing
 ``#PBS``/``#SBATCH`` script. Parsl's ``execute_wait`` is the one seam through which every ``qsub``,
 ``qstat``, ``sbatch`` ... runs; the PBS shim in ``tests/pbs_shim`` stands in behind it.
 
-The HTEX of a batch site is CurveZMQ-encrypted (``SiteConfig.encrypts``). Parsl itself never checks
-that pyzmq can do it: ``HighThroughputExecutor.start`` calls ``parsl.curvezmq.create_certificates``,
-i.e. ``zmq.curve_keypair()``, which raises a bare ``ZMQError`` on a libzmq built without CURVE. So
+The HTEX of every Parsl site is CurveZMQ-encrypted (``SiteConfig.encrypts``), a local one's too: its
+interchange listens on ``127.0.0.1``, where any user of the machine could attach as a worker, take
+the tasks and hand back pickles. Parsl itself never checks that pyzmq can do it:
+``HighThroughputExecutor.start`` calls ``parsl.curvezmq.create_certificates``, i.e.
+``zmq.curve_keypair()``, which raises a bare ``ZMQError`` on a libzmq built without CURVE. So
 ``zmq.has("curve")`` is checked here, before anything starts. Where workers connect back to is
 ``SiteConfig.address``, else ``SiteConfig.interface`` resolved on this host, else Parsl's default
 (``parsl.addresses.get_all_addresses``: every interface's address, the hostname's, the route's).
@@ -120,31 +122,43 @@ def _htex(name: str, site: SiteConfig, provider: ExecutionProvider, workers: int
     )
 
 
-def _encryption(name: str, site: SiteConfig) -> bool:
-    """Whether this site's HTEX is encrypted; a batch site set to ``encrypted = false`` warns once.
+def unencrypted_because(name: str, site: SiteConfig) -> str | None:
+    """Why this Parsl site's HTEX would run unencrypted, in one line; None when CurveZMQ protects it.
 
     Raises:
-        SiteUnavailable: encryption is on and this pyzmq's libzmq has no CURVE support.
+        SiteUnavailable: encryption is on (set, or a batch site's default) and this pyzmq's libzmq
+            has no CURVE support.
     """
     import zmq
 
+    reach = "any user of this machine" if site.provider == "local" else "anyone who reaches its ports"
     if not site.encrypts:
-        if site.provider != "local" and name not in _WARNED_UNENCRYPTED:
-            _WARNED_UNENCRYPTED.add(name)
-            log.warning(
-                "site %s: encrypted = false: tasks and results cross the network to its workers "
-                "unencrypted, and anyone who reaches the interchange's ports can send it work",
-                name,
-            )
-        return False
-    if not zmq.has("curve"):
-        raise SiteUnavailable(
-            f"site {name}: this pyzmq's libzmq {zmq.zmq_version()} is built without CURVE, so Parsl "
-            "cannot encrypt the traffic to the workers; install pyzmq's PyPI wheel (it bundles a "
-            "CURVE-enabled libzmq: pip install --force-reinstall pyzmq), or set encrypted = false "
-            f"in [sites.{name}] in sciagent.toml to run unencrypted"
+        return (
+            f"site {name}: encrypted = false: tasks and results cross to its workers unencrypted, and "
+            f"{reach} can attach to the interchange as a worker"
         )
-    return True
+    if zmq.has("curve"):
+        return None
+    fix = "install pyzmq's PyPI wheel (it has a CURVE-enabled libzmq: pip install --force-reinstall pyzmq)"
+    if site.provider == "local" and site.encrypted is None:
+        return (
+            f"site {name}: this pyzmq's libzmq {zmq.zmq_version()} is built without CURVE, so its "
+            f"interchange is unencrypted and {reach} can attach as a worker; {fix}"
+        )
+    raise SiteUnavailable(
+        f"site {name}: this pyzmq's libzmq {zmq.zmq_version()} is built without CURVE, so Parsl "
+        f"cannot encrypt the traffic to the workers; {fix}, or set encrypted = false "
+        f"in [sites.{name}] in sciagent.toml to run unencrypted"
+    )
+
+
+def _encryption(name: str, site: SiteConfig) -> bool:
+    """Whether this site's HTEX is encrypted; why not is warned once per site."""
+    reason = unencrypted_because(name, site)
+    if reason is not None and name not in _WARNED_UNENCRYPTED:
+        _WARNED_UNENCRYPTED.add(name)
+        log.warning("%s", reason)
+    return reason is None
 
 
 def _interchange_address(name: str, site: SiteConfig) -> str | None:

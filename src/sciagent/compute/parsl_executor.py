@@ -38,6 +38,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import zmq
 from parsl.app.errors import AppTimeout
 from parsl.app.python import PythonApp
 from parsl.config import Config
@@ -316,6 +317,9 @@ def local_htex(
     ``ZE_AFFINITY_MASK`` with ``ZE_ENABLE_PCI_ID_DEVICE_ORDER=1`` (Intel Level Zero: ids like ``"0.0"``,
     ``"0.1"`` select one tile, as a facility's Aurora examples do for its 12 tiles per node).
 
+    The interchange is CurveZMQ-encrypted wherever pyzmq can do it: it listens on ``127.0.0.1``, which
+    every user of the machine can reach (``sciagent.compute._site_builders`` says why a site's is not).
+
     The pool notices a dead worker within ``heartbeat_period`` seconds; the interchange declares the
     whole pool lost after ``heartbeat_threshold`` seconds of silence (kept generous: a false alarm
     re-runs a task that is still running).
@@ -343,6 +347,7 @@ def local_htex(
         label=label,
         provider=provider,
         address="127.0.0.1",
+        encrypted=zmq.has("curve"),
         max_workers_per_node=workers,
         cores_per_worker=(os.cpu_count() or 1) / workers * (1 - 1e-9),  # floor() must not drop one
         available_accelerators=list(accelerators or ()),

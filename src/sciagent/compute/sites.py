@@ -13,7 +13,8 @@ Compute endpoint) and, for Parsl, which batch scheduler and what to ask it for. 
   workers connecting back over the login node's ``hsn0`` (Slingshot), as ALCF's Parsl guide does.
 - ``slurm``: a generic Slurm cluster; ``sbatch`` must be on PATH.
 
-Every batch site's HTEX traffic is CurveZMQ-encrypted (``SiteConfig.encrypted``).
+Every Parsl site's HTEX traffic is CurveZMQ-encrypted (``SiteConfig.encrypted``), ``local-parsl``'s too:
+loopback is not a trust boundary, any user of a login node can connect to its ``127.0.0.1`` ports.
 
 ``[sites.NAME]`` tables in ``sciagent.toml`` add sites or override fields of a built-in one (only
 the fields written there), as ``[llm.NAME]`` does for model profiles. Options a site cannot work
@@ -102,9 +103,10 @@ class SiteConfig(BaseModel):
         encrypted: CurveZMQ encryption and authentication of the traffic between this machine's
             Parsl interchange and the workers (HTEX ``encrypted``). Tasks and results are pickles
             and cross the facility network; without it anyone who can reach the interchange's port
-            could read them, or send a worker a task. Default: on for ``pbspro`` and ``slurm``
-            sites, off for ``local`` (it listens on ``127.0.0.1`` only). ``false`` on a batch
-            site is honoured with a warning; pyzmq must be built with CURVE otherwise.
+            could read them, or attach as a worker, take tasks and hand back pickles. Default: on
+            for every provider (a ``local`` interchange listens on ``127.0.0.1``, which every user of
+            the machine can reach). ``false`` is honoured with a warning; pyzmq must be built with
+            CURVE otherwise, except that a ``local`` site left unset runs unencrypted, with a warning.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -176,8 +178,8 @@ class SiteConfig(BaseModel):
 
     @property
     def encrypts(self) -> bool:
-        """Whether HTEX traffic is CurveZMQ-encrypted: ``encrypted``, else on unless ``local``."""
-        return self.provider != "local" if self.encrypted is None else self.encrypted
+        """Whether HTEX traffic is to be CurveZMQ-encrypted: ``encrypted``, else on."""
+        return self.encrypted is not False
 
     @property
     def accelerators(self) -> list[str]:

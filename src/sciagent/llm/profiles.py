@@ -9,9 +9,9 @@ Built-in profiles (``sciagent llm profiles`` lists them):
 - ``embedded`` (the default): the bundled SmolLM2 GGUF in this process, offline.
 - ``alcf``: the facility inference service (Sophia vLLM). The key is a Globus access token: the env
   var ``ALCF_ACCESS_TOKEN`` wins when set, else the token stored by ``sciagent auth login``.
-- ``vllm-local``: ``sciagent llm serve --backend vllm`` on this node (port 8000, no key).
-- ``llama-cpp-local``: ``sciagent llm serve --backend llama-cpp`` (port 8080, no key; it speaks only the
-  ``json_object`` response format and has no native tool calls).
+- ``vllm-local``: ``sciagent llm serve --backend vllm`` on this node (port 8000, the key it generated).
+- ``llama-cpp-local``: ``sciagent llm serve --backend llama-cpp`` (port 8080, the key it generated; it
+  speaks only the ``json_object`` response format and has no native tool calls).
 - ``openai``: api.openai.com, key in ``OPENAI_API_KEY``.
 
 ``[llm.NAME]`` tables in a config file add profiles, or override fields of a built-in one (only the
@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sciagent.errors import ConfigError
 from sciagent.llm.base import ChatModel, ResponseFormatStyle
@@ -47,7 +48,9 @@ class LLMProfile(BaseModel):
         api_key_env: the name of an env var holding the key (or, for ``globus``, an access token that
             overrides the stored login).
         auth: ``none`` (a key is used if ``api_key_env`` is set, never required), ``env`` (the env var
-            must be set) or ``globus`` (env var, else the ``sciagent auth login`` tokens).
+            must be set), ``globus`` (env var, else the ``sciagent auth login`` tokens) or
+            ``llm-serve`` (the key ``sciagent llm serve`` generated for the server it started at
+            ``base_url``, read from the workspace: loopback is not a trust boundary).
         response_format_style: ``json_schema`` (vLLM, OpenAI) or ``json_object`` (llama-cpp-python).
         supports_native_tools: whether the server honours ``tools=``.
         timeout_s: per-request timeout.
@@ -61,13 +64,11 @@ class LLMProfile(BaseModel):
     base_url: str | None = None
     model: str | None = None
     api_key_env: str | None = None
-    auth: Literal["none", "env", "globus"] = "none"
+    auth: Literal["none", "env", "globus", "llm-serve"] = "none"
     response_format_style: ResponseFormatStyle = "json_schema"
     supports_native_tools: bool = True
     timeout_s: float = 120.0
     max_retries: int = Field(default=4, ge=0)
-    # Why this profile's credential is not sent (``sciagent.config_trust``); never set from a file.
-    _withheld_because: str | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _consistent(self) -> LLMProfile:
@@ -80,13 +81,6 @@ class LLMProfile(BaseModel):
         return self
 
 
-def withhold_credential(profile: LLMProfile, reason: str) -> LLMProfile:
-    """A copy of ``profile`` that ``make_model`` refuses to build, saying ``reason``."""
-    copy = profile.model_copy()
-    copy._withheld_because = reason
-    return copy
-
-
 BUILTIN_PROFILES: dict[str, LLMProfile] = {
     "embedded": LLMProfile(kind="embedded", response_format_style="json_object", supports_native_tools=False),
     "alcf": LLMProfile(
@@ -97,9 +91,14 @@ BUILTIN_PROFILES: dict[str, LLMProfile] = {
     ),
     # Native tool calls on vLLM need --enable-auto-tool-choice and a model-specific --tool-call-parser;
     # without them the agent's constrained decision schema works with any model. Override when yours has them.
-    "vllm-local": LLMProfile(base_url="http://127.0.0.1:8000/v1", supports_native_tools=False),
+    "vllm-local": LLMProfile(
+        base_url="http://127.0.0.1:8000/v1", auth="llm-serve", supports_native_tools=False
+    ),
     "llama-cpp-local": LLMProfile(
-        base_url="http://127.0.0.1:8080/v1", response_format_style="json_object", supports_native_tools=False
+        base_url="http://127.0.0.1:8080/v1",
+        auth="llm-serve",
+        response_format_style="json_object",
+        supports_native_tools=False,
     ),
     "openai": LLMProfile(
         base_url="https://api.openai.com/v1", model="gpt-4o-mini", api_key_env="OPENAI_API_KEY", auth="env"
@@ -150,26 +149,28 @@ def key_source(profile: LLMProfile) -> str:
         return f"env {profile.api_key_env}"
     if profile.auth == "globus" and auth.status().logged_in:
         return "globus login"
+    if profile.auth == "llm-serve":
+        return "llm serve key file"
     return "not needed" if profile.auth == "none" else "missing"
 
 
-def make_model(name: str, profiles: Mapping[str, LLMProfile]) -> ChatModel:
+def make_model(name: str, profiles: Mapping[str, LLMProfile], *, workspace: Path | None = None) -> ChatModel:
     """Build the ``ChatModel`` for profile ``name``, looked up as ``resolve_profile`` does.
+
+    ``workspace`` is where an ``auth = "llm-serve"`` profile finds the key of the local server.
 
     Backends are imported here, not at module import, so listing profiles or reading config never
     loads llama.cpp or the OpenAI SDK. A profile with ``model = None`` asks the server for its models.
 
     Raises:
-        ConfigError: unknown profile, a key the profile needs is not available, or its credential is
-            withheld from an endpoint only a project file names (``sciagent.config_trust``).
+        ConfigError: unknown profile, or a key the profile needs is not available. (A project file
+            cannot name an endpoint or a key variable: ``sciagent.config_trust`` refuses it earlier.)
         ModelUnavailable, ModelAuthError: while asking a server for its model list.
     """
     from sciagent.llm import auth
 
     name, profile = resolve_profile(name, profiles)
     if profile.kind == "embedded":
-        from pathlib import Path
-
         from sciagent.llm.embedded import EmbeddedModel
 
         return EmbeddedModel(Path(profile.model) if profile.model else None)
@@ -177,9 +178,10 @@ def make_model(name: str, profiles: Mapping[str, LLMProfile]) -> ChatModel:
     from sciagent.llm.openai_compat import OpenAICompatModel
     from sciagent.llm.retry import RetryPolicy
 
-    if profile._withheld_because:
-        raise ConfigError(f"profile {name}: {profile._withheld_because}")
-    api_key = auth.get_access_token(profile)
+    if profile.auth == "llm-serve":
+        api_key: str | None = _served_key(name, profile, workspace)
+    else:
+        api_key = auth.get_access_token(profile)
     if api_key is None and profile.auth != "none":
         where = f"set {profile.api_key_env}" if profile.api_key_env else "set api_key_env in the profile"
         if profile.auth == "globus":
@@ -204,3 +206,15 @@ def make_model(name: str, profiles: Mapping[str, LLMProfile]) -> ChatModel:
     if not served:
         raise ConfigError(f"profile {name}: {base_url} serves no models; set model in [llm.{name}]")
     return build(served[0])
+
+
+def _served_key(name: str, profile: LLMProfile, workspace: Path | None) -> str:
+    """The key ``sciagent llm serve`` keeps in ``workspace`` for the server at the profile's URL."""
+    from sciagent.llm.serve import served_key
+
+    if workspace is None:
+        raise ConfigError(f"profile {name}: its key is kept in a workspace, and none was given")
+    try:
+        return served_key(workspace, profile.base_url or "")
+    except ConfigError as exc:
+        raise ConfigError(f"profile {name}: {exc}") from exc

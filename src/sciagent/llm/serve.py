@@ -6,6 +6,16 @@ can signal its whole process group, vLLM's workers included), logs to ``<workdir
 records ``<workdir>/llm-server-<port>.json`` (pid, port, backend, base URL, start time) so another
 ``sciagent`` process can stop it, and returns once ``GET /v1/models`` answers.
 
+Loopback is not a trust boundary: every user of a login or compute node can reach ``127.0.0.1:8080``.
+So every server gets a fresh API key (``secrets.token_urlsafe(32)``), handed to it in its environment
+(``API_KEY``, read by llama-cpp-python's server settings; ``VLLM_API_KEY`` for vLLM), never on its
+command line, which ``ps`` shows to everyone; the key is kept in ``llm-server-<port>.key`` (mode 0600)
+beside the pid file, where a profile with ``auth = "llm-serve"`` (``llama-cpp-local``, ``vllm-local``)
+reads it (``served_key``). What the key stops is other users using *your* server. It does not prove
+to the client which server answers: ``served_key`` hands it out only while the recorded server
+process is alive, i.e. while it holds the port, but anything it cannot see (a server in another
+network namespace, a port forward) could still answer.
+
 vLLM runs with the environment Intel GPU nodes need (``ZE_FLAT_DEVICE_HIERARCHY=FLAT``: one device per
 GPU tile; ``VLLM_WORKER_MULTIPROC_METHOD=spawn`` for tensor parallelism) and, as on the facility's
 compute nodes, without HTTP proxies and with ``NO_PROXY`` covering localhost, so the model must be local
@@ -19,9 +29,11 @@ import importlib.util
 import json
 import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -30,14 +42,18 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
+from sciagent.atomic import write_atomic
 from sciagent.errors import ConfigError, ModelUnavailable
 from sciagent.llm.embedded import bundled_model_path, default_threads
+from sciagent.redaction import register_secret
 
 log = logging.getLogger(__name__)
 
 Backend = Literal["llama-cpp", "vllm"]
 DEFAULT_PORTS: dict[str, int] = {"llama-cpp": 8080, "vllm": 8000}  # what llama-cpp-local / vllm-local expect
+KEY_ENV: dict[str, str] = {"llama-cpp": "API_KEY", "vllm": "VLLM_API_KEY"}  # where each server reads its key
 _PROXY_VARS = ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")
 
 
@@ -133,7 +149,9 @@ def start_server(
     if _port_open(local, port):
         raise ConfigError(f"port {port} is already in use on {local}: pick another with --port")
 
-    env = {k: v for k, v in os.environ.items() if k not in _PROXY_VARS} | extra_env
+    key = register_secret(secrets.token_urlsafe(32)) or ""
+    write_atomic(key_file(workdir, port), key, mode=0o600)  # before the server can answer anyone
+    env = {k: v for k, v in os.environ.items() if k not in _PROXY_VARS} | extra_env | {KEY_ENV[backend]: key}
     log_file = workdir / f"llm-server-{port}.log"
     log.info("starting %s server: %s (log %s)", backend, " ".join(argv), log_file)
     try:
@@ -151,7 +169,7 @@ def start_server(
     )
     pid_file.write_text(json.dumps(asdict(handle), indent=2))
     try:
-        _wait_ready(handle, process, ready_timeout_s)
+        _wait_ready(handle, process, ready_timeout_s, key)
     except BaseException:  # not ready, or Ctrl-C while waiting: leave nothing behind
         stop_server(workdir, port)
         raise
@@ -196,7 +214,33 @@ def stop_server(workdir: Path, port: int | None = None, timeout_s: float = 20.0)
             _terminate_group(handle.pid, timeout_s)
             stopped.append(handle.port)
         pid_file.unlink(missing_ok=True)
+        pid_file.with_suffix(".key").unlink(missing_ok=True)
     return stopped
+
+
+def served_key(workdir: Path, base_url: str) -> str:
+    """The API key of the server ``start_server`` recorded in ``workdir`` at ``base_url``.
+
+    Only for the URL the server was started at, and only while that server process is alive (so it,
+    not another user's process, holds the port).
+
+    Raises:
+        ConfigError: no live server of ours is recorded at ``base_url``, or its key file is not a
+            regular file of ours that only we can read.
+    """
+    port = urlsplit(base_url).port
+    handle = _read_handle(_pid_file(workdir, port)) if port else None
+    if handle is None or handle.base_url.rstrip("/") != base_url.rstrip("/"):
+        raise ConfigError(
+            f"no server started by `sciagent llm serve` is recorded at {base_url} in {workdir}: start "
+            "one there, or use the workspace it was started from (its key is kept beside its pid file)"
+        )
+    if not handle.alive:
+        raise ConfigError(
+            f"the {handle.backend} server recorded at {base_url} (pid {handle.pid}) is not running: "
+            f"start it again with `sciagent llm serve --backend {handle.backend}`"
+        )
+    return register_secret(_read_key(key_file(workdir, handle.port))) or ""
 
 
 def log_tail(log_file: Path | str, lines: int = 15) -> str:
@@ -208,8 +252,9 @@ def log_tail(log_file: Path | str, lines: int = 15) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def _wait_ready(handle: ServerHandle, process: subprocess.Popen[bytes], timeout_s: float) -> None:
+def _wait_ready(handle: ServerHandle, process: subprocess.Popen[bytes], timeout_s: float, key: str) -> None:
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through a proxy
+    models = urllib.request.Request(f"{handle.base_url}/models", headers={"Authorization": f"Bearer {key}"})
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         code = process.poll()
@@ -220,7 +265,7 @@ def _wait_ready(handle: ServerHandle, process: subprocess.Popen[bytes], timeout_
             )
         with (
             contextlib.suppress(OSError, ValueError),
-            opener.open(f"{handle.base_url}/models", timeout=2) as reply,
+            opener.open(models, timeout=2) as reply,
         ):
             if reply.status == 200:
                 log.info("%s server ready at %s (pid %d)", handle.backend, handle.base_url, handle.pid)
@@ -307,6 +352,30 @@ def _read_handle(pid_file: Path) -> ServerHandle | None:
 
 def _pid_file(workdir: Path, port: int) -> Path:
     return workdir / f"llm-server-{port}.json"
+
+
+def key_file(workdir: Path, port: int) -> Path:
+    """Where the API key of the server on ``port`` is kept (mode 0600)."""
+    return workdir / f"llm-server-{port}.key"
+
+
+def _read_key(path: Path) -> str:
+    """The key in ``path``: a regular file (not followed if a link), ours, readable by nobody else."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        raise ConfigError(f"cannot read the server's key file {path}: {exc.strerror or exc}") from exc
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+            raise ConfigError(
+                f"the server's key file {path} is not a private file of yours (mode 0600): stop the "
+                "server and start it again"
+            )
+        key = handle.read(4096).decode(errors="replace").strip()
+    if not key:
+        raise ConfigError(f"the server's key file {path} is empty: stop the server and start it again")
+    return key
 
 
 def _connect_host(host: str) -> str:
