@@ -16,7 +16,8 @@ found again by key). Durability choices, and why:
 
 Secrets: nothing written here may contain an API key or token. ``redact`` replaces the values of
 dictionary keys named like a credential (``api_key``, ``*token``, ``authorization``, ``*secret``,
-``password``) and every literal registered with ``Journal.register_secret``, in all text and JSON.
+``password``) and every credential registered with ``sciagent.redaction`` (where each is handed out;
+``Journal.register_secret`` adds one), in all text and JSON.
 """
 
 from __future__ import annotations
@@ -55,9 +56,9 @@ from sciagent.agent.journal_rows import (
     check_choice,
 )
 from sciagent.errors import UserError
+from sciagent.redaction import REDACTED, register_secret, registered
 
 JOURNAL_FILENAME = "journal.sqlite"
-REDACTED = "[redacted]"
 BUSY_TIMEOUT_S = 30.0
 
 # Key names (case-insensitive, matched at the end of the key) whose values are never stored.
@@ -113,7 +114,6 @@ class Journal:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
-        self._secrets: set[str] = set()
         self._last_time = datetime.min.replace(tzinfo=timezone.utc)
         # isolation_level=None: we issue BEGIN IMMEDIATE / COMMIT ourselves (see the module docstring).
         self._conn = sqlite3.connect(
@@ -196,10 +196,10 @@ class Journal:
     def register_secret(self, value: str) -> None:
         """Never write ``value`` (an API key, a token) again: it becomes ``[redacted]`` in all text.
 
-        Empty values are ignored, so ``register_secret(os.environ.get("KEY", ""))`` is harmless.
+        Process-wide (``sciagent.redaction``): logs and reports drop it too. Empty values are ignored,
+        so ``register_secret(os.environ.get("KEY", ""))`` is harmless.
         """
-        if value and value.strip():
-            self._secrets.add(value)
+        register_secret(value)
 
     # -- helpers -----------------------------------------------------------------------------------
 
@@ -217,8 +217,8 @@ class Journal:
     def _store(self, value: Any) -> Any:
         """The value as written: strings redacted, dicts as redacted, key-sorted JSON text."""
         if isinstance(value, dict):
-            return json.dumps(redact(value, self._secrets), sort_keys=True, default=str)
-        return redact(value, self._secrets) if isinstance(value, str) else value
+            return json.dumps(redact(value, registered()), sort_keys=True, default=str)
+        return redact(value, registered()) if isinstance(value, str) else value
 
     def _insert(self, table: str, **values: Any) -> int:
         """Insert one row (everything through ``_store``) and return its id."""
@@ -336,7 +336,7 @@ class Journal:
             )
 
     def close_open_steps(self, run_id: str, summary: str) -> int:
-        """Mark the steps a killed process left ``running`` as failed, with ``summary``; how many."""
+        """Fail the steps a killed process left ``running``; how many. Only as the run's owner (ownership)."""
         with self.transaction():
             rows = self._rows("SELECT id FROM steps WHERE run_id = ? AND status = 'running'", (run_id,))
             for row in rows:

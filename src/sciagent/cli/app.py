@@ -20,6 +20,7 @@ from sciagent.cli import ask as cli_ask
 from sciagent.cli import eval as cli_eval
 from sciagent.cli import study as cli_study
 from sciagent.cli import tools as cli_tools
+from sciagent.cli.approval import approve_command
 from sciagent.cli.chem import chem_app
 from sciagent.cli.common import (
     EXIT_BAD_INPUT,
@@ -41,6 +42,7 @@ from sciagent.config_trust import TRUST_ENV
 from sciagent.console import err_console, md_progress, out_console
 from sciagent.crash import record_internal_error
 from sciagent.errors import SciagentError
+from sciagent.redaction import RedactingFormatter
 from sciagent.science.simulate import SimulationOutcome, simulate_and_analyze
 from sciagent.science.spec import MDSpec
 from sciagent.summaries import simulation_table, structures_tables
@@ -60,6 +62,7 @@ app.command("ask")(cli_ask.ask_command)
 app.command("eval")(cli_eval.eval_command)
 app.command("chat")(cli_ask.chat_command)
 app.command("tell")(cli_ask.tell_command)
+app.command("approve")(approve_command)
 app.add_typer(llm_app, name="llm")
 app.add_typer(auth_app, name="auth")
 app.add_typer(sites_app, name="sites")
@@ -99,8 +102,8 @@ def setup(
         bool,
         typer.Option(
             "--trust-local-config",
-            help="let ./sciagent.toml send a built-in credential (Globus login, OPENAI_API_KEY, ...) to "
-            "an endpoint it names",
+            help="let ./sciagent.toml set what only your own config may (endpoints, keys, default_llm, "
+            "site scripts and policy, MCP servers, approval rules)",
         ),
     ] = False,
 ) -> None:
@@ -110,9 +113,9 @@ def setup(
     level = logging.getLevelName(log_level.upper())
     if not isinstance(level, int):
         fail(f"unknown --log-level {log_level!r}: use DEBUG, INFO, WARNING or ERROR")
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])  # every line scrubbed of registered credentials
 
 
 @app.command()
@@ -126,17 +129,31 @@ def resume(
     ] = None,
     approve: cli_study.ApproveOption = False,
     approve_all: cli_ask.ApproveAllOption = False,
+    wait_for_approval: cli_ask.WaitApprovalOption = None,
     max_steps: cli_ask.MaxStepsOption = 20,
     allow_unsandboxed_code: UnsandboxedOption = False,
+    takeover: Annotated[
+        bool,
+        typer.Option(
+            "--takeover",
+            help="resume though its owner, recorded on another host, never released it (only if that "
+            "process is gone)",
+        ),
+    ] = False,
     workspace: cli_study.WorkspaceOption = None,
     as_json: cli_study.JsonOption = False,
 ) -> None:
-    """Continue an interrupted study or ask/chat session: finished work is kept, not done again."""
+    """Continue an interrupted study or ask/chat session: finished work is kept, not done again.
+
+    One process works on a run at a time: while another owns it, this says which and exits 2.
+    """
     kind = _run_kind(run_id, workspace)
     if kind == SESSION_KIND:
         unsandboxed = allow_unsandboxed_code
+        approvals = cli_ask.Approvals(approve_all, wait_for_approval)
+        wall, ws = budget or "30m", workspace
         cli_ask.resume_session(
-            run_id, llm, site, budget or "30m", max_steps, approve_all, unsandboxed, workspace, as_json
+            run_id, llm, site, wall, max_steps, approvals, unsandboxed, ws, as_json, takeover=takeover
         )
     elif kind == EVAL_KIND:
         fail(f"{run_id} is an evaluation: evaluations are not resumed, run `sciagent eval` again")
@@ -145,7 +162,7 @@ def resume(
     elif kind == CHEM_KIND:
         fail(f"{run_id} is a chemistry calculation: it is not resumed, run `sciagent chem energy` again")
     else:
-        cli_study.resume(run_id, llm, site, budget, approve, workspace, as_json)
+        cli_study.resume(run_id, llm, site, budget, approve, workspace, as_json, takeover=takeover)
 
 
 @app.command()

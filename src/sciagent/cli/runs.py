@@ -9,6 +9,7 @@ from rich.text import Text
 
 from sciagent.agent.journal import Journal
 from sciagent.agent.journal_rows import one_line
+from sciagent.agent.ownership import owner_note
 from sciagent.agent.session import run_kind
 
 # Colour by outcome so a failure stands out in a long timeline.
@@ -48,7 +49,8 @@ def _duration(seconds: float | None) -> str:
 
 
 def runs_table(journal: Journal, limit: int = 50) -> Table:
-    """The newest runs in the workspace: id, start, status, duration, tasks done, goal."""
+    """The newest runs in the workspace: id, start, status (a running one's owner), duration, tasks done,
+    goal."""
     table = Table(title=f"Runs and sessions in {journal.path.parent}")
     for column in ("run", "kind", "started (UTC)", "status", "duration", "tasks", "goal or question"):
         table.add_column(column, overflow="fold" if column.startswith("goal") else "ellipsis")
@@ -59,6 +61,8 @@ def runs_table(journal: Journal, limit: int = 50) -> Table:
             tasks += f" ({counts['failed']} failed)"
         started = _clock(run.created_at, with_date=True)
         status, duration = _status(run.status), _duration(run.duration_s)
+        if run.status == "running":
+            status.append(f" ({owner_note(journal, run)})", style="dim")
         kind = "sub-agent" if run.config.get("parent") else run_kind(run.config)
         table.add_row(run.id, kind, started, status, duration, tasks, run.goal)
     return table

@@ -9,15 +9,17 @@ and result, unattributed numbers) and ``report.md`` / ``report.html`` (the same,
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sciagent.agent.approvals import ApprovalDesk, Terminal
 from sciagent.agent.journal import Journal
 from sciagent.agent.loop import Agent
+from sciagent.agent.ownership import owning
 from sciagent.agent.session import JournalledModel, SessionJournal
-from sciagent.agent.steps import Approve, Budget, SessionOutcome
+from sciagent.agent.steps import Budget, SessionOutcome
 from sciagent.config import Settings
 from sciagent.errors import UserError
 from sciagent.llm.base import ChatModel
@@ -25,6 +27,7 @@ from sciagent.llm.profiles import make_model
 from sciagent.mcp.client import check_names
 from sciagent.sandbox import Sandbox
 from sciagent.science.spec import MDSpec
+from sciagent.tools.approval import ApprovalPolicy
 from sciagent.tools.codegen import CODEGEN_TOOLS
 from sciagent.tools.registry import Tool, ToolContext, ToolRegistry
 from sciagent.tools.skills import SkillLibrary
@@ -47,10 +50,13 @@ class AskOptions:
     llm: str | None = None
     site: str | None = None
     budget: Budget = field(default_factory=Budget)
-    approve: Approve | None = None
+    approve_all: bool = False  # every call that would ask for approval runs (--approve-all)
+    terminal: Terminal | None = None  # who answers approval requests here; None: no one at a terminal
+    wait_for_approval_s: float = 0.0  # without a terminal, how long to wait for `sciagent approve`
     ask_user: Callable[[str], str] | None = None
     mcp: tuple[str, ...] = ()  # [mcp.NAME] servers whose tools join the catalogue (NAME.tool)
     allow_unsandboxed_code: bool = False  # run model-written code even where bubblewrap is missing
+    takeover: bool = False  # resume though the owner recorded on another host never released it
 
 
 @dataclass(frozen=True)
@@ -137,9 +143,11 @@ def open_session(
     settings: Settings, options: AskOptions, *, question: str | None = None, session_id: str | None = None
 ) -> Iterator[OpenSession]:
     """A new session (``question``) or a recorded one (``session_id``), with its tasks taken up again;
-    the executors are shut down and an interrupted session is marked so on the way out."""
+    the executors are shut down and an interrupted session is marked so on the way out. This process
+    owns the session meanwhile (``sciagent.agent.ownership``): a second one is refused before anything.
+    """
     workspace = settings.workspace.resolve()
-    with Journal.in_workspace(workspace) as journal:
+    with Journal.in_workspace(workspace) as journal, ExitStack() as owned:
         if session_id is not None:
             record = SessionJournal.open(journal, session_id)
             config = record.config
@@ -148,17 +156,20 @@ def open_session(
                     f"{record.session_id} is a sub-agent of session {config['parent']}: resume that "
                     "session, which takes its sub-agents up again"
                 )
+            owned.enter_context(owning(journal, record.session_id, what="session", takeover=options.takeover))
             llm, site = options.llm or config.get("llm"), options.site or config.get("site", "local")
             servers = options.mcp or tuple(config.get("mcp", ()))  # the session's own, unless told others
         else:
             llm, site = options.llm or settings.default_llm, options.site or "local"
             servers = options.mcp
-        model = make_model(llm, settings.llm)  # before the session exists: a bad profile leaves nothing
+        # Before the session exists: a bad profile leaves nothing.
+        model = make_model(llm, settings.llm, workspace=workspace)
         check_names(servers, settings.mcp)  # and so does an unknown --mcp
         recall_dialect(journal, model)
         if session_id is None:
             config = {"llm": llm, "site": site, "mcp": list(servers)}
             record = SessionJournal.create(journal, question or "", config)
+            owned.enter_context(owning(journal, record.session_id, what="session"))
         session_dir = workspace / "sessions" / record.session_id
         session_dir.mkdir(parents=True, exist_ok=True)
         board = TaskBoard(session_dir, settings.sites, default_site=site, on_submit=journal_task(record))
@@ -186,7 +197,10 @@ def open_session(
                     tools=catalogue,
                     context=context,
                     budget=options.budget,
-                    approve=options.approve,
+                    policy=ApprovalPolicy.from_settings(settings, approve_all=options.approve_all),
+                    answer=ApprovalDesk(
+                        journal, record.session_id, options.terminal, options.wait_for_approval_s
+                    ),
                     recorder=record,
                 )
                 catalogue.add(SubAgents(record, model, skills, parent=lambda: agent).tool())
@@ -195,6 +209,9 @@ def open_session(
                 yield OpenSession(record, agent, session_dir, model, asked, provenance)
         except KeyboardInterrupt:
             journal.set_run_status(record.session_id, "interrupted", "stopped by the user (Ctrl-C)")
+            raise
+        except Exception as exc:  # whatever ended it, the session is not left `running`
+            journal.set_run_status(record.session_id, "failed", f"{type(exc).__name__}: {exc}")
             raise
         finally:
             board.close()

@@ -8,17 +8,18 @@ exception that is not one of ours) becomes an ``InternalError`` whose traceback 
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sciagent.agent.guardrails import DEFAULT_LIMITS, Limits
 from sciagent.agent.journal import Journal
+from sciagent.agent.ownership import owning
 from sciagent.agent.policy import RetryLimits
 from sciagent.compute.sites import make_executor, resolve_site
 from sciagent.config import Settings
 from sciagent.crash import record_internal_error
 from sciagent.errors import SciagentError, UserError
-from sciagent.llm import auth
 from sciagent.llm.profiles import make_model, resolve_profile
 from sciagent.workflows.advisor import ModelAdvisor
 from sciagent.workflows.dialects import recall_dialect, remember_dialect
@@ -43,6 +44,7 @@ class RunOptions:
     allow_unconstrained: bool = False  # keep a plan's free bonds to H above 1 fs (to test recovery)
     remove_unknown_residues: bool = False  # remove unknown residues from inside chains, splitting them
     approve: Callable[[str], bool] | None = None
+    takeover: bool = False  # resume though the owner recorded on another host never released the run
     notify: Notify = field(default=lambda phase, message: None)
     run_id: str | None = None  # filled in once the journal has the run, so errors can name it
 
@@ -77,19 +79,22 @@ def start_study(options: RunOptions, settings: Settings) -> StudyRun:
             "remove_unknown_residues": options.remove_unknown_residues,
         }
         run_id = options.run_id = journal.create_run(options.goal, config)
-        return _carry(journal, run_id, workspace / run_id, options, settings, state=None)
+        with owning(journal, run_id, what="study"):
+            return _carry(journal, run_id, workspace / run_id, options, settings, state=None)
 
 
 def resume_study(run_id: str, options: RunOptions, settings: Settings) -> StudyRun:
     """Continue an interrupted run: completed simulations are kept, interrupted ones resume.
 
     The run keeps what was left of its own budget (only working time counts); ``options.budget_s``,
-    when given, is the time it may take from now on instead.
+    when given, is the time it may take from now on instead. A run another process owns is refused
+    before anything is read or written (``sciagent.agent.ownership``).
     """
     workspace = settings.workspace.resolve()
-    with Journal(workspace / JOURNAL_FILE) as journal:
+    with Journal(workspace / JOURNAL_FILE) as journal, ExitStack() as owned:
         run = journal.get_run(run_id)
         options.run_id = run.id
+        owned.enter_context(owning(journal, run.id, what="study", takeover=options.takeover))
         run_dir = workspace / run.id
         state_path = run_dir / "state.json"
         if not state_path.exists():
@@ -124,9 +129,7 @@ def _carry(
     try:
         site = resolve_site(options.site, settings.sites)
         profile_name, _ = resolve_profile(options.llm or settings.default_llm, settings.llm)
-        model = make_model(profile_name, settings.llm)
-        for secret in auth.handed_out():  # what the model client holds is never written to the journal
-            journal.register_secret(secret)
+        model = make_model(profile_name, settings.llm, workspace=settings.workspace)
         recall_dialect(journal, model)
         if state is None:
             budget = options.budget_s or DEFAULT_BUDGET_S
