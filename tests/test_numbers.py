@@ -73,3 +73,9 @@ def test_identifiers_versions_and_list_markers_are_not_checked() -> None:
 def test_small_integers_are_checked_too() -> None:
     text = "3 conditions, 2 completed, 4 replicas"
     assert len(find_numbers(text)) == 3 and [n.text for n in _unmatched(text, [3.0, 2.0])] == ["4"]
+
+
+def test_a_number_beyond_a_floats_range_is_not_checkable_and_does_not_raise() -> None:
+    """A sandbox scratch name such as ``call-4e999b`` reads as 4 x 10^999 (it raised OverflowError and
+    ended a session whose tool result held one)."""
+    assert [n.value for n in find_numbers("scratch call-4e999 held 3 files")] == [3]

@@ -75,22 +75,28 @@ def find_numbers(text: str) -> list[WrittenNumber]:
     """Every checkable number in ``text``, in order (see the module docstring for what is skipped)."""
     # Where the digits of a list item's "3. " or "3) " end: just before its "." or ")".
     markers = {m.end() - 2 for m in _LIST_MARKER.finditer(text)}
-    return [
+    parsed = (
         _parse(match)
         for match in _NUMBER.finditer(text)
         if not match["version"] and match.end() not in markers
-    ]
+    )
+    return [number for number in parsed if number is not None]
 
 
-def _parse(match: re.Match[str]) -> WrittenNumber:
+def _parse(match: re.Match[str]) -> WrittenNumber | None:
+    """The number ``match`` found; None for one beyond a float's range (``4e999`` in a hex id)."""
     frac = match["frac"] or ""
     exponent_text = match["exp"] or match["caret"] or (match["sup"] or "").translate(_SUPERSCRIPT)
     exponent = int(exponent_text.replace(MINUS_SIGN, "-")) if exponent_text else 0
     mantissa = float(f"{match['int'].replace(',', '')}.{frac or '0'}")
     value = -mantissa if match["sign"] in ("-", MINUS_SIGN) else mantissa
+    try:
+        scaled = value * 10.0**exponent
+    except OverflowError:
+        return None
     return WrittenNumber(
         text=match.group(0).strip(),
-        value=value * 10.0**exponent,
+        value=scaled,
         decimals=len(frac) - exponent,
         percent=bool(match["percent"]),
         start=match.start(),
