@@ -320,3 +320,18 @@ def test_an_unapproved_submission_on_real_slurm_is_refused_and_a_debug_rule_lets
         assert f"JobId={job_id}" in sacct.stdout
     finally:
         subprocess.run(["scancel", job_id], env=env, capture_output=True, timeout=30)
+
+
+def test_model_written_code_asks_first_and_the_request_shows_the_code(tmp_path: Path, openai_server) -> None:
+    """create_tool without --approve-all and no terminal: refused before anything runs, and the request
+    in the journal carries the code and the tests a person would read (the control is test_codegen's
+    sessions, which pass --approve-all and run it)."""
+    from test_codegen import ADD_CODE, ADD_TESTS, _create_add
+
+    openai_server.script(_create_add(), text_reply("Done."))
+    _, summary = _ask(_workspace(tmp_path, openai_server.base_url))
+    (record,) = summary["tool_calls"]
+    assert record["status"] == "refused" and "runs model-written code asks first" in record["error"]
+    (request,) = _events(tmp_path, "approval_request")
+    assert ADD_CODE in request["detail"] and ADD_TESTS in request["detail"]
+    assert not (Path(summary["results_json"]).parent / "tool_drafts").exists()  # nothing ran

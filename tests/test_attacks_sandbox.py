@@ -253,3 +253,38 @@ def test_old_scratch_directories_are_removed_oldest_first(tmp_path: Path) -> Non
     for number in range(KEEP_RUNS + 5):
         (tmp_path / "plain" / str(number)).mkdir(parents=True)
     assert len(list((tmp_path / "plain").iterdir())) == KEEP_RUNS + 5
+
+
+def test_a_fifo_left_in_the_session_is_refused_by_the_tools_that_read_files(tmp_path: Path) -> None:
+    """A FIFO left in the session (a sandboxed run's scratch lives there) named where read_file or
+    structure_info would read: each refuses in one line at once. Control: a plain open() blocks."""
+    from sciagent.tools.catalogue import builtin_tools
+    from sciagent.tools.registry import ToolArgumentsError, ToolContext
+
+    session = tmp_path / "session"
+    (session / "sandbox" / "run").mkdir(parents=True)
+    fifo = session / "sandbox" / "run" / "model.pdb"
+    os.mkfifo(fifo)
+    tools, context = builtin_tools(), ToolContext(session)
+    for name in ("read_file", "structure_info"):
+        argument = {"path": "sandbox/run/model.pdb"} if name == "read_file" else {"structure": str(fifo)}
+        answered: list[BaseException] = []
+        caller = threading.Thread(target=_refused, args=(tools.get(name), argument, context, answered))
+        caller.start()
+        caller.join(10.0)
+        assert not caller.is_alive(), f"{name} blocked on the FIFO"
+        (error,) = answered
+        assert isinstance(error, ToolArgumentsError) and "model.pdb" in str(error), error
+    reader = threading.Thread(target=fifo.read_bytes, daemon=True)  # the control
+    reader.start()
+    reader.join(1.0)
+    assert reader.is_alive()
+    os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    reader.join(5.0)
+
+
+def _refused(tool, arguments: dict, context, answered: list[BaseException]) -> None:
+    try:
+        tool.call(arguments, context)
+    except Exception as exc:  # what the loop would turn into an observation
+        answered.append(exc)

@@ -29,7 +29,7 @@ from pydantic import BaseModel, Field
 from sciagent.errors import SandboxUnavailable
 from sciagent.sandbox import SandboxRun
 from sciagent.tools.generated import TEST_LIMITS, failure_text, run_python, scratch_dir, skill_tool
-from sciagent.tools.registry import ToolArgumentsError, ToolContext, ToolFailed, define_tool
+from sciagent.tools.registry import CallPreview, ToolArgumentsError, ToolContext, ToolFailed, define_tool
 from sciagent.tools.skills import SKILL_NAME, SkillRecord, now_utc
 
 MAX_ROUNDS = 4
@@ -219,4 +219,14 @@ def _digest(transcript: tuple[Any, ...]) -> str:
     return hashlib.sha256(json.dumps(list(transcript), sort_keys=True, default=str).encode()).hexdigest()
 
 
-CODEGEN_TOOLS = [define_tool(create_tool, effects={"runs_code", "writes"}, cost="minutes")]
+def preview_create_tool(arguments: CreateToolArguments, context: ToolContext) -> CallPreview:
+    """What approving create_tool means: this code and these tests run (in the sandbox) under your name."""
+    return CallPreview(
+        summary=f"write the tool {arguments.name} and run its tests in the sandbox: {arguments.description}",
+        detail=f"# tool.py\n{arguments.code}\n# test_tool.py\n{arguments.tests}",
+    )
+
+
+CODEGEN_TOOLS = [
+    define_tool(create_tool, effects={"runs_code", "writes"}, cost="minutes", preview=preview_create_tool)
+]

@@ -6,6 +6,8 @@ symlink that points outside are all refused with the same one-line reason.
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -92,9 +94,14 @@ def read_file(arguments: ReadFileArguments, context: ToolContext) -> FileText:
     path = confined(context, arguments.path)
     if not path.is_file():
         raise ToolArgumentsError(f"no file {arguments.path!r} in the session directory (see list_files)")
-    size = path.stat().st_size
-    with open(path, "rb") as handle:
-        data = handle.read(MAX_READ_BYTES)
+    # Opened without blocking or following a link, and read only if it is (still) a regular file: a
+    # sandboxed run may have left a FIFO, which blocks a plain open() for ever.
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
+    with open(os.open(path, flags), "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise ToolArgumentsError(f"{arguments.path!r} is not a regular file: it is not read")
+        size, data = info.st_size, handle.read(MAX_READ_BYTES)
     text = data.decode("utf-8", errors="replace")
     return FileText(path=arguments.path, text=text, bytes=size, truncated=size > MAX_READ_BYTES)
 

@@ -80,6 +80,8 @@ def _readable_path(text: str, context: ToolContext) -> Path:
     for path in inside:
         if path.is_file():
             return path
+        if path.exists():  # a FIFO would block whoever opens it; a device, a directory: not a structure
+            raise ToolArgumentsError(f"structure path {text!r} is not a regular file: it is not read")
     if inside:
         return inside[0]  # a missing file: resolve_structure says so
     raise ToolArgumentsError(
