@@ -45,7 +45,7 @@ from sciagent.agent.steps import (
 from sciagent.errors import ModelError, StructuredOutputError
 from sciagent.llm.base import ChatModel, Message
 from sciagent.llm.structured import StructuredAnswer, ask_structured
-from sciagent.tools.approval import Answerer, ApprovalPolicy
+from sciagent.tools.approval import Answerer, ApprovalPolicy, refusal
 from sciagent.tools.registry import Tool, ToolArgumentsError, ToolContext, ToolFailed, ToolRegistry
 
 log = logging.getLogger(__name__)
@@ -287,15 +287,7 @@ class Agent:
         if self._simulated_ns + more > self.budget.max_simulated_ns:
             left = self.budget.max_simulated_ns - self._simulated_ns
             return f"refused: {tool.name} asks {more:g} ns but the session has {left:g} ns of simulation left"
-        request = self.policy.request(tool, parsed, context, context.call_id)
-        if request.decision == "allow":
-            return None
-        if request.decision == "deny":
-            return f"refused: {request.reason}"
-        if self.answer is None:
-            return f"refused: {request.reason} and no one can approve it here (--approve-all allows it)"
-        verdict = self.answer(request)
-        return None if verdict.approved else f"refused: {request.reason}, and it was not: {verdict.reason}"
+        return refusal(self.policy.request(tool, parsed, context, context.call_id), self.answer)
 
     def _final_answer(self) -> str:
         """The answer, asked for outright as plain text (a schema adds nothing to prose, and a small

@@ -37,7 +37,7 @@ from mcp.server.stdio import stdio_server
 from pydantic import BaseModel
 
 from sciagent.mcp.background import BackgroundCall, BackgroundCalls
-from sciagent.tools.approval import Answerer, ApprovalPolicy
+from sciagent.tools.approval import Answerer, ApprovalPolicy, refusal
 from sciagent.tools.registry import Effect, Tool, ToolArgumentsError, ToolContext, ToolFailed, ToolRegistry
 
 log = logging.getLogger(__name__)
@@ -67,17 +67,10 @@ class ServedApprovals:
     def serves(self, tool: Tool, site: str) -> bool:
         return tool.name in self.preapproved or self.policy.serves_by_default(tool, site)
 
-    def refusal(self, tool: Tool, arguments: BaseModel, context: ToolContext) -> str | None:
+    def why_not(self, tool: Tool, arguments: BaseModel, context: ToolContext) -> str | None:
         """Why this call may not run, or None."""
         request = self.policy.request(tool, arguments, context)
-        if request.decision == "allow" or (request.decision == "ask" and tool.name in self.preapproved):
-            return None
-        if request.decision == "deny":
-            return f"refused: {request.reason}"
-        if self.answer is None:
-            return f"refused: {request.reason} and this server has no one to ask"
-        verdict = self.answer(request)
-        return None if verdict.approved else f"refused: {request.reason}, and it was not: {verdict.reason}"
+        return refusal(request, self.answer, approved_up_front=tool.name in self.preapproved)
 
 
 @dataclass(frozen=True)
@@ -129,9 +122,9 @@ def catalogue_server(
         try:
             tool = served.get(params.name)
             arguments = _capped(tool.parse(raw), max_wait_s)
-            refusal = await anyio.to_thread.run_sync(approvals.refusal, tool, arguments, context)
-            if refusal:
-                raise ToolFailed(refusal, "approval")
+            refused = await anyio.to_thread.run_sync(approvals.why_not, tool, arguments, context)
+            if refused:
+                raise ToolFailed(refused, "approval")
             if tool.cost == "hours":
                 result: BaseModel = background.start(tool, arguments)
             else:

@@ -191,6 +191,21 @@ _EFFECT_WORDS = {
 }
 
 
+def refusal(
+    request: ApprovalRequest, answer: Answerer | None, *, approved_up_front: bool = False
+) -> str | None:
+    """Why the call ``request`` is about may not run, or None: it is allowed, was approved up front (an
+    ask only, never a deny), or ``answer`` approved it when asked (None: no one can be asked)."""
+    if request.decision == "allow" or (request.decision == "ask" and approved_up_front):
+        return None
+    if request.decision == "deny":
+        return f"refused: {request.reason}"
+    if answer is None:
+        return f"refused: {request.reason} and no one can approve it here (--approve-all allows it)"
+    verdict = answer(request)
+    return None if verdict.approved else f"refused: {request.reason}, and it was not: {verdict.reason}"
+
+
 def _names(rule: ApprovalRule, tool: str) -> bool:
     return rule.tool is not None and fnmatch.fnmatchcase(tool, rule.tool)
 
