@@ -244,7 +244,10 @@ def test_a_later_stdio_server_collects_what_the_http_one_started(
             new = await client.call_tool(
                 "simulate", {"structure": "villin", "length_ps": 1, "timestep_fs": 4, "solvent": "vacuum"}
             )
-            await client.call_tool("cancel_task", {"task_id": new.structured_content["task_id"]})
+            second = {"task_id": new.structured_content["task_id"]}
+            await client.call_tool("cancel_task", second)
+            # a running task reads cancelled once its process is gone (compute/local.py's cancel)
+            await client.call_tool("wait_for_task", {**second, "timeout_s": 30})
             listed = await client.call_tool("list_tasks", {})
             return {"result": result.structured_content, "new": new.structured_content, "listed": listed}
 

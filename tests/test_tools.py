@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -153,18 +154,26 @@ def test_structure_info_counts_what_the_file_holds(context: ToolContext, villin:
     assert sum(info.secondary_structure.values()) == pytest.approx(1.0, abs=1e-3)
 
 
+def _in_session(context: ToolContext, path: Path) -> str:
+    """A copy of ``path`` in the session, by its relative name: the structure tools read a model's paths
+    only there (and in the cache and the user's allowed paths; tests/test_attacks_config.py)."""
+    shutil.copy(path, context.session_dir / path.name)
+    return path.name
+
+
 def test_structure_info_reports_heterogens_waters_and_gaps(context: ToolContext, gapped: Path) -> None:
-    info = builtin_tools().get("structure_info").call({"structure": str(gapped)}, context)
+    info = builtin_tools().get("structure_info").call({"structure": _in_session(context, gapped)}, context)
     assert info.heterogens == {"LIG": 1} and info.waters == 2
     assert "A:10-12" in info.missing_residues
     pdb = app.PDBFile(str(gapped))
     assert info.total_atoms == pdb.topology.getNumAtoms()
-    fetched = builtin_tools().get("fetch_structure").call({"structure": str(gapped)}, context)
+    fetched = builtin_tools().get("fetch_structure").call({"structure": "gapped.pdb"}, context)
     assert (fetched.atoms, fetched.residues) == (info.total_atoms, info.total_residues)
 
 
 def test_prepare_structure_writes_the_cleaned_file_in_the_session(context: ToolContext, gapped: Path) -> None:
-    prepared = builtin_tools().get("prepare_structure").call({"structure": str(gapped), "ph": 7.0}, context)
+    given = {"structure": _in_session(context, gapped), "ph": 7.0}
+    prepared = builtin_tools().get("prepare_structure").call(given, context)
     path = context.session_dir / prepared.path
     assert path.is_file() and not Path(prepared.path).is_absolute()
     assert prepared.record.heterogens_removed == {"HOH": 2, "LIG": 1}
