@@ -108,6 +108,8 @@ class FittedPlan(BaseModel):
     estimated_wall_s: float
     verdict_possible: bool = True  # every run is at least as long as a stability verdict needs
     min_production_ps: float = DEFAULT_THRESHOLDS.min_production_ps
+    ph: float | None = None  # the goal's, held for every run; None: the run spec's default
+    pressure_bar: float | None = None
 
     @property
     def conditions(self) -> list[tuple[float, int]]:

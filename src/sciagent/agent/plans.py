@@ -52,3 +52,17 @@ class StudyPlan(BaseModel):
             f"{temperatures} x {self.replicas} replica(s), {self.timestep_fs} fs{hmr}, {self.constraints} "
             f"constraints, {self.production_ps:g} ps, {self.solvent}"
         )
+
+
+class HeldPlan(StudyPlan):
+    """A plan whose temperatures the user's goal states: they replace the model's reference and elevated ones.
+
+    Built by code from a validated ``StudyPlan`` (``workflows/study_goal.py``), never asked of a model, so
+    the model's schema keeps its small enumerations while a goal may name any temperature a run can take.
+    """
+
+    stated_temperatures_k: list[float] = Field(min_length=1)
+
+    @property
+    def temperatures_k(self) -> list[float]:
+        return sorted(set(map(float, self.stated_temperatures_k)))

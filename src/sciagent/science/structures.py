@@ -206,12 +206,12 @@ def _normalise(name: str) -> str:
 
 
 # Other names people (and models) use for a bundled structure.
-_BUNDLED_ALIASES = {"villin headpiece": "villin", "hp35": "villin", "villin hp35": "villin"}
+BUNDLED_ALIASES = {"villin headpiece": "villin", "hp35": "villin", "villin hp35": "villin"}
 
 
 def _bundled_keys() -> dict[str, str]:
     keys = {_normalise(name): name for name in BUNDLED_STRUCTURES}
-    return keys | {_normalise(alias): name for alias, name in _BUNDLED_ALIASES.items()}
+    return keys | {_normalise(alias): name for alias, name in BUNDLED_ALIASES.items()}
 
 
 def _protein_keys() -> dict[str, tuple[str, str]]:

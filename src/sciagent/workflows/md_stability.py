@@ -18,12 +18,14 @@ from pathlib import Path
 from sciagent.agent.guardrails import Allowance, fit_plan, physical_checks
 from sciagent.agent.plans import StudyPlan
 from sciagent.errors import SciagentError
+from sciagent.report.models import GuardrailChange
 from sciagent.science.simulate import SimulationOutcome
 from sciagent.science.structures import resolve_structure
 from sciagent.workflows import prompts
 from sciagent.workflows.condition_runner import ConditionRunner
 from sciagent.workflows.outlook import verdict_outlook
 from sciagent.workflows.study_context import Study, StudyContext
+from sciagent.workflows.study_goal import dropped_by_the_fit, goal_values, hold_goal, with_held_conditions
 from sciagent.workflows.study_probe import ThroughputProbe, check_budget_covers_a_probe
 from sciagent.workflows.study_report import write_report
 from sciagent.workflows.study_specs import SpecBuilder
@@ -94,25 +96,30 @@ class StabilityStudy:
             return
         check_budget_covers_a_probe(self.study)
         resolve_structure(self.state.structure)  # a bad structure fails here, before any model call
+        goal_values(self.state.goal)  # and so does a goal that one study cannot run
         journal, run_id = self.study.ctx.journal, self.state.run_id
         step = journal.start_step(run_id, "plan", "model proposes the study")
         messages = prompts.plan_messages(self.state.goal, self.state.structure, self.state.budget_s)
         decision = self.study.ctx.advisor.decide(
             "plan", messages, StudyPlan, lambda: FALLBACK_PLAN, step, tolerate_model_errors=False
         )
-        _, changes = physical_checks(decision.value, self.study.ctx.guardrails)
+        held, changes = self._checked(decision.value)
         self.state.plan, self.state.plan_source = decision.value, decision.source
         self.state.guardrail_changes = changes
         self._size_the_report_reserve()
         self.study.save()
         summary = f"plan from the {decision.source}: {decision.value.describe()}"
+        if held.describe() != decision.value.describe():
+            summary += f"; held to the goal and physical limits: {held.describe()}"
         journal.finish_step(step, "completed", summary, decision.value.model_dump(mode="json"))
+        for change in changes:
+            journal.add_event(run_id, "info", f"guardrail: {change.field}: {change.reason}")
         self.study.notify("plan", summary)
 
     def _fit(self) -> None:
         assert self.state.plan is not None
         limits, journal = self.study.ctx.guardrails, self.study.ctx.journal
-        plan, _ = physical_checks(self.state.plan, limits)
+        plan, _ = self._checked(self.state.plan)
         step = journal.start_step(self.state.run_id, "probe", "throughput probe and fit to the budget")
         probe = ThroughputProbe(self.study, self.specs, runs=len(plan.temperatures_k) * plan.replicas)
         cap = self.study.ctx.max_simulation_time_s
@@ -123,6 +130,9 @@ class StabilityStudy:
         except SciagentError as exc:
             journal.finish_step(step, "failed", str(exc))
             raise
+        goal = goal_values(self.state.goal)
+        changes += dropped_by_the_fit(goal, fitted, changes)
+        fitted = with_held_conditions(fitted, goal)
         self.state.fitted = fitted
         self.state.guardrail_changes += changes
         self.state.conditions = self.specs.conditions(fitted)
@@ -139,6 +149,12 @@ class StabilityStudy:
             journal.add_event(self.state.run_id, "info", f"guardrail: {change.field}: {change.reason}")
             self.study.notify("guardrails", f"{change.field}: {change.proposed} → {change.applied}")
         self.study.notify("guardrails", summary)
+
+    def _checked(self, plan: StudyPlan) -> tuple[StudyPlan, list[GuardrailChange]]:
+        """The model's plan held to physical limits, then to the values its goal states (which win)."""
+        checked, changes = physical_checks(plan, self.study.ctx.guardrails)
+        held, stated = hold_goal(checked, goal_values(self.state.goal))
+        return held, changes + stated
 
     def _size_the_report_reserve(self) -> None:
         """Keep enough of the budget for the model to interpret the results at the speed it just showed.

@@ -75,6 +75,7 @@ class SpecBuilder:
             report_interval=fitted.report_interval,
             checkpoint_interval=checkpoint_every,
             seed=condition_seed(temperature, replica),
+            **{k: v for k, v in (("ph", fitted.ph), ("pressure_bar", fitted.pressure_bar)) if v is not None},
         )
 
     def _spec(self, temperature: float, **fields: object) -> MDSpec:
