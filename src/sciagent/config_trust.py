@@ -17,7 +17,7 @@ An untrusted project file may set only (the allow-list):
   ``log_level``, and ``[study]`` (how many second chances a study gives);
 - on a profile the user's config or the built-ins already define: ``model`` (an endpoint's model
   id; not on an ``embedded`` profile, where it is a file llama.cpp would parse), ``timeout_s``,
-  ``max_retries``, ``response_format_style``, ``supports_native_tools``;
+  ``max_retries``, ``response_format_style``, ``supports_native_tools``, ``guided``;
 - on a site the user's config or the built-ins already define: ``description``,
   ``workers_per_node``, ``cores_per_worker``, ``cpu_affinity``, ``gpus_per_node``, ``gpu_vendor``,
   ``openmm_platform`` (how work is laid out inside the jobs the user's own settings ask for);
@@ -57,7 +57,9 @@ TRUST_ENV = "SCIAGENT_TRUST_LOCAL_CONFIG"
 ALLOWED_SETTINGS = frozenset({"workspace", "log_level", "study"})
 # [section.NAME] tables: the fields a project may set on an entry the user or the built-ins define.
 ALLOWED_FIELDS: Mapping[str, frozenset[str]] = {
-    "llm": frozenset({"model", "timeout_s", "max_retries", "response_format_style", "supports_native_tools"}),
+    "llm": frozenset(
+        {"model", "timeout_s", "max_retries", "response_format_style", "supports_native_tools", "guided"}
+    ),
     "sites": frozenset(
         {"description", "workers_per_node", "cores_per_worker", "cpu_affinity", "gpus_per_node", "gpu_vendor"}
         | {"openmm_platform"}

@@ -9,11 +9,12 @@ every tool anyway. What remains is this module.
 Each turn the model either calls tools or answers. With native tool calls (``supports_native_tools``)
 it gets every tool's schema; otherwise it decides in two constrained steps through the grammar path:
 the next tool's name (an enum of the catalogue plus ``final_answer``), then that tool's arguments
-(the tool's own pydantic model). Invalid arguments and failed tools come back as observations
-naming the tool and the problem; a repeated identical call gets the earlier result and a note.
-Budgets (steps, tokens, wall time, simulated ns) end the session with what it has. The answer's
-numbers are checked against every number the session's tool results hold: the rest are listed as
-unattributed.
+(the tool's own pydantic model). A small model whose profile says ``guided`` is led by the planner
+instead (``sciagent.agent.planner``: a shortlist, the stated arguments filled, a composed answer).
+Invalid arguments and failed tools come back as observations naming the tool and the problem; a
+repeated identical call gets the earlier result and a note. Budgets (steps, tokens, wall time,
+simulated ns) end the session with what it has. The answer's numbers are checked against every number
+the session's tool results hold: the rest are listed as unattributed.
 
 Durability: every message and tool call goes to a ``SessionRecorder`` (the journal) as it happens, and
 ``Agent.resume`` continues from what one recorded: the transcript is restored as it was, calls that
@@ -33,6 +34,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, create_model
 
 from sciagent.agent.observations import REPEAT_NOTE, observation, readable, unattributed_numbers
+from sciagent.agent.planner import Planner
 from sciagent.agent.steps import (
     Budget,
     CallStatus,
@@ -98,6 +100,7 @@ class Agent:
     _question: str = ""
     _finished: dict[str, ToolCallRecord] = field(default_factory=dict)  # by call id, on resume
     _started: float = field(default_factory=time.monotonic)  # of the current turn's loop
+    _planner: Planner | None = None  # a guided model's, made on its first turn
 
     def run(self, question: str) -> SessionOutcome:
         """Work on ``question`` until the model answers or a budget runs out."""
@@ -169,6 +172,8 @@ class Agent:
         """Ask the model for its next move and carry it out; the answer text when it gives one."""
         if self.model.supports_native_tools:
             return self._native_turn(step)
+        if self.model.guided:
+            return self._guided_turn(step)
         return self._decided_turn(step)
 
     def _native_turn(self, step: int) -> str | None:
@@ -212,16 +217,37 @@ class Agent:
                 max_tokens=ARGUMENT_TOKENS,
             )
         except StructuredOutputError as exc:
-            error = f"error: the arguments for {name} did not validate: {exc}"
-            self._record(step, None, name, {}, "invalid", error=error)
-            self._say({"role": "user", "content": f"Observation from {name}: {error}"})
-            return None
+            return self._invalid(step, name, {}, f"error: the arguments for {name} did not validate: {exc}")
         self._count(arguments)
-        raw = arguments.value.model_dump(mode="json")
+        return self._carry_out(step, name, arguments.value.model_dump(mode="json"))
+
+    def _guided_turn(self, step: int) -> str | None:
+        """The planner's next move for a guided model: a call, or the answer it composes."""
+        move = self._guide().decide(self._question, self.records, self._seconds_left())
+        self._tokens += sum(r.usage.prompt_tokens + r.usage.completion_tokens for r in move.responses)
+        if move.tool is None:
+            if move.why:
+                log.info("the planner answers now: %s", move.why)
+            return self._final_answer()
+        if move.error:
+            return self._invalid(step, move.tool, move.arguments, move.error)
+        return self._carry_out(step, move.tool, move.arguments)
+
+    def _guide(self) -> Planner:
+        if self._planner is None:
+            self._planner = Planner(self.model, self.tools, self.context, self.instructions)
+        return self._planner
+
+    def _carry_out(self, step: int, name: str, raw: dict[str, Any]) -> None:
+        """A decided call (no native tool calls): said in words in the transcript, then run."""
         call = PlannedCall(f"{step}.1", name, raw, native=False)
         self._say({"role": "assistant", "content": _call_in_words(name, raw)}, calls=[call])
         self._perform([call], step)
-        return None
+
+    def _invalid(self, step: int, name: str, arguments: dict[str, Any], error: str) -> None:
+        """A decided call whose arguments did not validate: recorded, and the model told."""
+        self._record(step, None, name, arguments, "invalid", error=error)
+        self._say({"role": "user", "content": f"Observation from {name}: {error}"})
 
     def _perform(self, calls: list[PlannedCall], step: int) -> None:
         """Carry out ``calls`` (a call that finished before a resume gives its record) and put each
@@ -295,7 +321,13 @@ class Agent:
 
         A model without native tool calls is shown the question and the results alone: after a run of
         its own decisions in the transcript, a small model writes one more decision instead of an answer.
+        A guided model's answer is composed by the planner from the result fields it picks.
         """
+        if self.model.guided:
+            composed = self._guide().compose(self._question, self.records, self._seconds_left())
+            self._tokens += sum(r.usage.prompt_tokens + r.usage.completion_tokens for r in composed.responses)
+            self._say({"role": "assistant", "content": composed.text})
+            return composed.text
         prompt = {"role": "user", "content": f"The question: {self._question}\n{FINAL_PROMPT}"}
         if self.model.supports_native_tools:
             asked = [*self.messages, prompt]
@@ -383,6 +415,9 @@ class Agent:
 
     def _count(self, answer: StructuredAnswer[Any]) -> None:
         self._tokens += sum(r.usage.prompt_tokens + r.usage.completion_tokens for r in answer.responses)
+
+    def _seconds_left(self) -> float:
+        return self.budget.wall_time_s - (time.monotonic() - self._started)
 
     def _over_budget(self, started: float) -> str | None:
         if self._steps >= self.budget.max_steps:

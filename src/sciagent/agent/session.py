@@ -170,6 +170,10 @@ class JournalledModel:
         return self.model.supports_native_tools
 
     @property
+    def guided(self) -> bool:
+        return self.model.guided
+
+    @property
     def response_format_style(self):
         return self.model.response_format_style
 

@@ -27,7 +27,8 @@ from sciagent.cli.common import (
 from sciagent.cli.runs import transcript_table
 from sciagent.config import Settings
 from sciagent.console import err_console, out_console
-from sciagent.errors import SciagentError
+from sciagent.errors import ConfigError, SciagentError
+from sciagent.llm.profiles import resolve_profile
 from sciagent.redaction import scrub
 from sciagent.workflows.ask import AskOptions, AskResult, ask, open_session, resume, tell
 
@@ -79,6 +80,7 @@ def ask_command(
     approvals = Approvals(approve_all, wait_for_approval)
     ask_user = _terminal_or_none()
     options = _options(llm, site, budget, max_steps, approvals, ask_user, mcp, allow_unsandboxed_code)
+    _small_model_notice(llm, settings)
     _end(lambda: ask(with_structure(question, structure), options, settings), as_json)
 
 
@@ -125,6 +127,7 @@ def chat_command(
         return
     approvals = Approvals(approve_all, wait_for_approval)
     options = _options(llm, site, budget, max_steps, approvals, _answer_line, mcp, allow_unsandboxed_code)
+    _small_model_notice(llm, settings)
     with (
         exits_on_error(),
         open_session(settings, options, question=with_structure(first, structure)) as session,
@@ -137,6 +140,24 @@ def chat_command(
             if not text:
                 break
             result = session.follow_up(text)
+
+
+def _small_model_notice(llm: str | None, settings: Settings) -> None:
+    """One line on stderr when an in-process model answers (the offline default): a small model's
+    answers are limited, and the user should know where better ones come from."""
+    name = llm or settings.default_llm
+    try:
+        profile = resolve_profile(name, settings.llm)[1]
+    except ConfigError:
+        return  # the session itself reports an unknown profile
+    if profile.kind == "embedded":
+        err_console.print(
+            f"note: a small offline model answers ({name}); for better answers, point --llm at a capable "
+            "endpoint: `sciagent llm profiles` lists them (e.g. --llm alcf, or an [llm.NAME] you add)",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
 
 
 def _answer_line(question: str) -> str:

@@ -109,11 +109,14 @@ class ChatModel(Protocol):
         supports_native_tools: whether ``tools=`` is honoured by the backend; when False, callers use
             a constrained decision schema instead (see ``sciagent.llm.structured``).
         response_format_style: which ``response_format`` dialect the backend speaks.
+        guided: a small model the agent plans for (a shortlist of tools, the stated arguments filled,
+            the answer composed from the results: ``sciagent.agent.planner``); set by its profile.
     """
 
     model_id: str
     supports_native_tools: bool
     response_format_style: ResponseFormatStyle
+    guided: bool
 
     def chat(
         self,

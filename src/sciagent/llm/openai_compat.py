@@ -84,8 +84,11 @@ class OpenAICompatModel:
             OpenAI), ``json_object`` (llama-cpp-python) or ``prompt``; the others are tried when the
             server rejects it, and the one that works is kept here.
         supports_native_tools: whether the server honours ``tools=``.
+        guided: whether the agent plans for this model (a small local one; the profile sets it).
         sleep: how to wait between attempts; tests inject a recorder.
     """
+
+    guided = False
 
     def __init__(
         self,
