@@ -146,3 +146,36 @@ def test_the_offline_default_answers_the_readme_question_and_says_a_small_model_
     assert summary["unattributed_numbers"] == []
     (notice,) = [text for text in completed.stderr.splitlines() if "small offline model" in text]
     assert "--llm" in notice and "sciagent llm profiles" in notice
+
+
+def test_the_fields_a_question_names_by_its_words_are_added_to_the_models_pick() -> None:
+    """The fields the question names (its words, as it states arguments) are found deterministically:
+    the whole before a part, the latest tool first, siblings of a comparison together; a word every such
+    question has ("structure") and the structure's name name nothing."""
+    from sciagent.agent.observations import result_fields
+    from sciagent.agent.retrieval import named_fields
+
+    info = {
+        "total_atoms": 660, "total_residues": 76,
+        "chains": [{"chain_id": "A", "residues": 76, "atoms": 602, "sequence": "MQIFVK"}],
+        "secondary_structure": {"helix": 0.2368, "strand": 0.3421, "coil": 0.4211},
+    }  # fmt: skip
+    rows = [{"label": "sim-1", "values": {"rmsf": 0.356}}, {"label": "sim-2", "values": {"rmsf": 0.449}}]
+    compared = {"rows": rows}
+    fields = result_fields("structure_info", info) + result_fields("compare_runs", compared)
+    recency = ["structure_info", "compare_runs"]
+
+    def keys(question: str) -> list[str]:
+        return [f.key for f in named_fields(question, fields, recency)]
+
+    assert keys("How many chains, residues and atoms does this structure have? (Structure: 1UBQ)") == [
+        "structure_info.chains", "structure_info.total_residues", "structure_info.total_atoms",
+    ]  # fmt: skip
+    assert keys("What fractions of its residues are in helices and in strands?")[-2:] == [
+        "structure_info.secondary_structure.helix", "structure_info.secondary_structure.strand",
+    ]  # fmt: skip
+    assert keys("What is the amino-acid sequence of this structure?") == ["structure_info.chains.0.sequence"]
+    assert keys("Compare the RMSF at pH 5 and at pH 8") == [
+        "compare_runs.rows.0.values.rmsf", "compare_runs.rows.1.values.rmsf",
+    ]  # fmt: skip
+    assert keys("Tell me about this structure (Structure: villin)") == []

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sciagent.agent.observations import ResultField, result_fields
+from sciagent.agent.stated import stated_values
 from sciagent.agent.steps import ToolCallRecord
 from sciagent.tools.registry import Tool, ToolRegistry
 
@@ -85,6 +86,42 @@ def answer_fields(question: str, records: Sequence[ToolCallRecord], tools: ToolR
     ranked = sorted(range(len(fields)), key=lambda index: scores[index], reverse=True)
     sharing = [index for index in ranked if scores[index][0]] or ranked
     return [fields[index] for index in sharing[:MOST_FIELDS]]
+
+
+def named_fields(question: str, fields: Sequence[ResultField], recency: Sequence[str]) -> list[ResultField]:
+    """The fields the question names by a word of their own, deterministically, as stated arguments are.
+
+    For each content word of the question (not ``structure``, which every question about one has, nor
+    the structure's own name), the field it fits best among those whose words hold it: of the tool that
+    answered last (``recency``, oldest first), then the whole rather than a part (the shallowest path:
+    ``total_atoms`` before ``chains.0.atoms``), then the one the question names most of; with its
+    siblings that differ only by a list index (each run's RMSF in a comparison).
+    """
+    generic = {"structure", "structur", *(_stem(name.lower()) for name in stated_values(question).structures)}
+    order = {tool: rank for rank, tool in enumerate(recency)}
+    asked = set(words(question)) - generic
+    named: list[ResultField] = []
+    for word in dict.fromkeys(words(question)):
+        holding = [f for f in fields if word in words(f.words) and word not in generic]
+        if not holding:
+            continue
+        best = min(holding, key=lambda f: (-order.get(_tool(f), -1), _depth(f), -_share(f, asked)))
+        pattern = re.sub(r"\.\d+\.", ".#.", best.key)
+        named += [f for f in fields if re.sub(r"\.\d+\.", ".#.", f.key) == pattern and f not in named]
+    return named
+
+
+def _tool(result_field: ResultField) -> str:
+    return result_field.key.split(".")[0]
+
+
+def _depth(result_field: ResultField) -> int:
+    return result_field.key.count(".")
+
+
+def _share(result_field: ResultField, asked: set[str]) -> float:
+    own = set(words(result_field.words))
+    return len(own & asked) / len(own) if own else 0.0
 
 
 def field_names(fields: list[ResultField]) -> list[str]:
