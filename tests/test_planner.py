@@ -150,8 +150,9 @@ def test_the_offline_default_answers_the_readme_question_and_says_a_small_model_
 
 def test_the_fields_a_question_names_by_its_words_are_added_to_the_models_pick() -> None:
     """The fields the question names (its words, as it states arguments) are found deterministically:
-    the whole before a part, the latest tool first, siblings of a comparison together; a word every such
-    question has ("structure") and the structure's name name nothing."""
+    the whole before a part, then the latest tool, siblings of a comparison together; a word every such
+    question has ("structure") and the structure's name name nothing, and a count sciagent made is
+    never added."""
     from sciagent.agent.observations import result_fields
     from sciagent.agent.retrieval import named_fields
 
@@ -168,8 +169,9 @@ def test_the_fields_a_question_names_by_its_words_are_added_to_the_models_pick()
     def keys(question: str) -> list[str]:
         return [f.key for f in named_fields(question, fields, recency)]
 
+    # "number of chains" is a count sciagent made (water chains counted too): never added
     assert keys("How many chains, residues and atoms does this structure have? (Structure: 1UBQ)") == [
-        "structure_info.chains", "structure_info.total_residues", "structure_info.total_atoms",
+        "structure_info.chains.0.residues", "structure_info.total_residues", "structure_info.total_atoms",
     ]  # fmt: skip
     assert keys("What fractions of its residues are in helices and in strands?")[-2:] == [
         "structure_info.secondary_structure.helix", "structure_info.secondary_structure.strand",

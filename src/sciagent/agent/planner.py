@@ -36,7 +36,15 @@ from pydantic import BaseModel, Field, create_model
 
 from sciagent.agent.journal_rows import one_line
 from sciagent.agent.observations import ResultField
-from sciagent.agent.retrieval import answer_fields, bm25, field_names, named_fields, relevant_tools, words
+from sciagent.agent.retrieval import (
+    answer_fields,
+    bm25,
+    field_names,
+    named_fields,
+    relevant_tools,
+    session_fields,
+    words,
+)
 from sciagent.agent.stated import StatedValues, stated_values
 from sciagent.agent.steps import ToolCallRecord
 from sciagent.errors import StructuredOutputError
@@ -339,7 +347,7 @@ class Planner:
             heading = (
                 "From the tool results (the closest to the question by its words; the model chose none):"
             )
-        named = named_fields(question, fields, [r.tool for r in records if r.status == "ok"])
+        named = named_fields(question, session_fields(records), [r.tool for r in records if r.status == "ok"])
         chosen = [*chosen, *[f for f in named if f not in chosen][:MOST_PICKS]]  # the fields it names
         facts = "; ".join(f"{f.label} = {f.value}{_unit(f)} ({f.key.split('.')[0]})" for f in chosen)
         return Composed(f"{heading} {facts}.", responses)

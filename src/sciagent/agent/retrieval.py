@@ -66,12 +66,8 @@ def answer_fields(question: str, records: Sequence[ToolCallRecord], tools: ToolR
     share of its own words the question has (``number of chains``: 1/2) plus half its tool's relevance
     (how well the tool's name and description match the question, against the best: ``sasa`` for
     "solvent-accessible surface area"); ties go to the later result."""
-    latest: dict[str, dict[str, Any]] = {}
-    for record in records:
-        if record.status == "ok" and isinstance(record.result, dict):
-            latest.pop(record.tool, None)
-            latest[record.tool] = record.result
-    fields = [f for tool, result in reversed(latest.items()) for f in result_fields(tool, result)]
+    latest = _latest_results(records)
+    fields = session_fields(records)
     if not fields:
         return []
     asked = words(question)
@@ -88,27 +84,52 @@ def answer_fields(question: str, records: Sequence[ToolCallRecord], tools: ToolR
     return [fields[index] for index in sharing[:MOST_FIELDS]]
 
 
+def _latest_results(records: Sequence[ToolCallRecord]) -> dict[str, dict[str, Any]]:
+    """Each tool's latest successful result, oldest tool first."""
+    latest: dict[str, dict[str, Any]] = {}
+    for record in records:
+        if record.status == "ok" and isinstance(record.result, dict):
+            latest.pop(record.tool, None)
+            latest[record.tool] = record.result
+    return latest
+
+
+def session_fields(records: Sequence[ToolCallRecord]) -> list[ResultField]:
+    """Every quotable field of each tool's latest successful result, the latest tool first."""
+    latest = _latest_results(records)
+    return [f for tool, result in reversed(latest.items()) for f in result_fields(tool, result)]
+
+
 def named_fields(question: str, fields: Sequence[ResultField], recency: Sequence[str]) -> list[ResultField]:
     """The fields the question names by a word of their own, deterministically, as stated arguments are.
 
     For each content word of the question (not ``structure``, which every question about one has, nor
-    the structure's own name), the field it fits best among those whose words hold it: of the tool that
-    answered last (``recency``, oldest first), then the whole rather than a part (the shallowest path:
-    ``total_atoms`` before ``chains.0.atoms``), then the one the question names most of; with its
-    siblings that differ only by a list index (each run's RMSF in a comparison).
+    the structure's own name), the field it fits best among those whose words hold it: the whole rather
+    than a part (the shallowest path: ``total_atoms`` before ``chains.0.atoms`` or a prepared file's
+    ``record.atoms``), then of the tool that answered last (``recency``, oldest first), then the one the
+    question names most of; with its
+    siblings that differ only by a list index (each run's RMSF in a comparison). A count sciagent made
+    (``number of chains``, a list's length) is never added: no result states it, and it counts
+    whatever the list holds (water chains too).
     """
     generic = {"structure", "structur", *(_stem(name.lower()) for name in stated_values(question).structures)}
     order = {tool: rank for rank, tool in enumerate(recency)}
     asked = set(words(question)) - generic
     named: list[ResultField] = []
     for word in dict.fromkeys(words(question)):
-        holding = [f for f in fields if word in words(f.words) and word not in generic]
+        holding = [
+            f for f in fields if word in words(f.words) and word not in generic and not _counted(f)
+        ]
         if not holding:
             continue
-        best = min(holding, key=lambda f: (-order.get(_tool(f), -1), _depth(f), -_share(f, asked)))
+        best = min(holding, key=lambda f: (_depth(f), -order.get(_tool(f), -1), -_share(f, asked)))
         pattern = re.sub(r"\.\d+\.", ".#.", best.key)
         named += [f for f in fields if re.sub(r"\.\d+\.", ".#.", f.key) == pattern and f not in named]
     return named
+
+
+def _counted(result_field: ResultField) -> bool:
+    return result_field.label.startswith("number of ")
 
 
 def _tool(result_field: ResultField) -> str:
