@@ -56,7 +56,7 @@ from sciagent.cli.common import settings_for
 from sciagent.errors import SciagentError, UserError
 from sciagent.llm.embedded import EmbeddedModel
 from sciagent.llm.profiles import make_model, resolve_profile
-from sciagent.workflows.evaluate import EvalOptions, SuiteResult, evaluate_suite, load
+from sciagent.workflows.sessions.evaluate import EvalOptions, SuiteResult, evaluate_suite, load
 
 PDB_FILES = Path(__file__).resolve().parents[1] / "tests" / "data" / "pdb"
 SPEED_PROMPT = [{"role": "user", "content": "Explain in a paragraph why proteins fold."}]

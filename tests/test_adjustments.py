@@ -4,7 +4,7 @@ and the run is cut to fit what is left rather than left to hit its wall-time lim
 from __future__ import annotations
 
 from sciagent.science.spec import MDSpec
-from sciagent.workflows.adjustments import rescaled_for_timestep
+from sciagent.workflows.study.adjustments import rescaled_for_timestep
 
 HALVED = {"timestep_fs": 2.0, "constraints": "hbonds", "minimize": True}
 

@@ -16,7 +16,7 @@ from openai_server import OpenAIServer, status_reply, text_reply
 from sciagent.agent.journal import Journal
 from sciagent.cli.runs import timeline_table
 from sciagent.llm.openai_compat import OpenAICompatModel
-from sciagent.workflows.advisor import ModelAdvisor
+from sciagent.workflows.study.advisor import ModelAdvisor
 
 
 class Answer(BaseModel):

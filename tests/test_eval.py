@@ -30,7 +30,7 @@ from sciagent.agent.journal import Journal
 from sciagent.agent.journal_rows import EventRow, RunRow, StepRow
 from sciagent.agent.steps import SessionOutcome
 from sciagent.errors import UserError
-from sciagent.workflows.evaluate import load
+from sciagent.workflows.sessions.evaluate import load
 
 pytestmark = pytest.mark.timeout(600)
 PDB_FILES = Path(__file__).parent / "data" / "pdb"  # 1UBQ and 1BNI as RCSB serves them

@@ -22,7 +22,7 @@ from openai_server import RecordedRequest
 from sciagent.agent.journal import Journal
 from sciagent.errors import StructureError
 from sciagent.science.structures import fetch_pdb
-from sciagent.workflows.evaluate import load
+from sciagent.workflows.sessions.evaluate import load
 
 BENCH = Path(__file__).parents[1] / "bench" / "eval_models.py"
 TASKS = ["villin-size", "ubiquitin-size"]

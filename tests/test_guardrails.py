@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import pytest
 
-from sciagent.agent.guardrails import Allowance, Limits, Throughput, cheaper_plan, fit_plan, physical_checks
-from sciagent.agent.plans import StudyPlan
-from sciagent.agent.policy import Action, RetryLimits, next_action
 from sciagent.errors import UserError
 from sciagent.science.md import MDResult
 from sciagent.science.simulate import SimulationOutcome
 from sciagent.science.spec import MDSpec
 from sciagent.science.stability import DEFAULT_THRESHOLDS
+from sciagent.workflows.study.guardrails import (
+    Allowance,
+    Limits,
+    Throughput,
+    cheaper_plan,
+    fit_plan,
+    physical_checks,
+)
+from sciagent.workflows.study.plans import StudyPlan
+from sciagent.workflows.study.policy import Action, RetryLimits, next_action
 
 
 def _plan(**changes: object) -> StudyPlan:

@@ -35,16 +35,17 @@ def lint_imports(cwd: Path, pythonpath: Path | None = None) -> subprocess.Comple
 
 def test_the_package_keeps_its_layers() -> None:
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
-    layers, cli, science = config["contracts"]
+    layers, cli, workflows, science = config["contracts"]
     assert layers["type"] == "layers" and layers["name"].startswith(CONTRACT)
     assert cli["type"] == "layers" and cli["containers"] == ["sciagent.cli"]
+    assert workflows["type"] == "layers" and workflows["containers"] == ["sciagent.workflows"]
     assert layers["layers"][0] == "__main__" and layers["layers"][-1] == "errors"
     assert science["type"] == "forbidden" and science["source_modules"] == ["sciagent.science"]
 
     completed = lint_imports(ROOT)
     output = completed.stdout + completed.stderr
     assert completed.returncode == 0, output
-    assert "Contracts: 3 kept, 0 broken." in output
+    assert "Contracts: 4 kept, 0 broken." in output
     assert "KEPT" in output and "BROKEN" not in output
 
 
@@ -54,10 +55,10 @@ def test_an_upward_import_breaks_the_contract(tmp_path: Path) -> None:
     shutil.copytree(ROOT / "src" / "sciagent", copy, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
     spec = copy / "science" / "spec.py"
-    spec.write_text(spec.read_text() + "\nimport sciagent.workflows.runner  # upward, on purpose\n")
+    spec.write_text(spec.read_text() + "\nimport sciagent.workflows.study.runner  # upward, on purpose\n")
 
     completed = lint_imports(tmp_path, pythonpath=tmp_path / "src")
     output = completed.stdout + completed.stderr
     assert completed.returncode != 0, output
-    assert "Contracts: 1 kept, 2 broken." in output  # the layers and science's own rule (the CLI's holds)
-    assert "sciagent.science.spec -> sciagent.workflows.runner" in output
+    assert "Contracts: 2 kept, 2 broken." in output  # the layers and science's own rule (CLI, workflows hold)
+    assert "sciagent.science.spec -> sciagent.workflows.study.runner" in output

@@ -32,7 +32,7 @@ from sciagent.mcp.server import BACKGROUND_NOTE, MAX_WAIT_S, catalogue_server
 from sciagent.tools.registry import ToolContext, ToolRegistry, define_tool
 from sciagent.tools.skills import SkillLibrary, SkillRecord, now_utc
 from sciagent.workflows.catalogue import full_catalogue
-from sciagent.workflows.mcp_session import ServeOptions, served_catalogue
+from sciagent.workflows.sessions.mcp_session import ServeOptions, served_catalogue
 
 pytestmark = pytest.mark.timeout(300)
 TESTS = Path(__file__).parent

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import pytest
 
-from sciagent.agent.policy import Action, needs_longer_production, next_action
 from sciagent.science.analysis import Analysis, SecondaryStructure, SeriesStats
 from sciagent.science.md import MDResult
 from sciagent.science.simulate import SimulationOutcome
 from sciagent.science.spec import MDSpec
 from sciagent.science.stability import RmsdDrift, assess_stability
+from sciagent.workflows.study.policy import Action, needs_longer_production, next_action
 
 WINDOW = {"window_ps": 25.0, "blocks": 5, "lookahead_ps": 25.0}
 SETTLED = RmsdDrift(

@@ -17,8 +17,8 @@ from sciagent.agent.journal import Journal
 from sciagent.compute.globus_executor import GlobusExecutor
 from sciagent.compute.local import LocalExecutor
 from sciagent.science.spec import MDSpec
-from sciagent.workflows.remote_tasks import reattach_remote_tasks, record_remote_ids
-from sciagent.workflows.study_state import ConditionState, StudyState, new_state
+from sciagent.workflows.study.remote_tasks import reattach_remote_tasks, record_remote_ids
+from sciagent.workflows.study.state import ConditionState, StudyState, new_state
 
 pytestmark = pytest.mark.timeout(120)
 

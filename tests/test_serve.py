@@ -20,13 +20,13 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel, Field
 
-from sciagent.agent.plans import PRODUCTION_CHOICES_PS, StudyPlan
 from sciagent.errors import ConfigError, ModelUnavailable
 from sciagent.llm import serve
 from sciagent.llm.openai_compat import OpenAICompatModel
 from sciagent.llm.structured import ask_structured
-from sciagent.workflows.md_stability import DEFAULT_GOAL
-from sciagent.workflows.prompts import plan_messages
+from sciagent.workflows.study.md_stability import DEFAULT_GOAL
+from sciagent.workflows.study.plans import PRODUCTION_CHOICES_PS, StudyPlan
+from sciagent.workflows.study.prompts import plan_messages
 
 
 class Replicas(BaseModel):

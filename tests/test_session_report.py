@@ -18,7 +18,7 @@ from sciagent.agent.steps import SessionOutcome, ToolCallRecord
 from sciagent.tools.catalogue import builtin_tools
 from sciagent.tools.registry import ToolArgumentsError, ToolContext
 from sciagent.tools.tasks import TaskStatus
-from sciagent.workflows.session_report import write_session_report
+from sciagent.workflows.sessions.report import write_session_report
 
 QUESTION = "How many atoms does the villin headpiece have, and how far does it drift at 300 K?"
 ANSWER = "The villin headpiece has 582 atoms in 35 residues; its backbone RMSD settles near 9.87 Å."

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 
 from openai_server import OpenAIServer, text_reply
-from sciagent.agent.guardrails import Allowance, Throughput, fit_plan, physical_checks
-from sciagent.agent.plans import StudyPlan
 from sciagent.errors import UserError
-from sciagent.workflows.study_goal import dropped_by_the_fit, goal_values, hold_goal
+from sciagent.workflows.study.goal import dropped_by_the_fit, goal_values, hold_goal
+from sciagent.workflows.study.guardrails import Allowance, Throughput, fit_plan, physical_checks
+from sciagent.workflows.study.plans import StudyPlan
 
 GOAL = "Is the villin headpiece stable at 300 K and at 400 K?"
 MODEL_PLAN = {  # the model's choice: 450 K, where the user asked for 400 K

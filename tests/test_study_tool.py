@@ -16,7 +16,7 @@ from sciagent.config import Settings
 from sciagent.tools.catalogue import builtin_tools
 from sciagent.tools.registry import ToolArgumentsError, ToolContext, ToolFailed
 from sciagent.workflows.catalogue import full_catalogue
-from sciagent.workflows.study_tool import MIN_BUDGET_S
+from sciagent.workflows.study.tool import MIN_BUDGET_S
 
 pytestmark = pytest.mark.timeout(300)
 

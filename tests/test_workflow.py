@@ -32,8 +32,8 @@ from openai_server import (
     slow_reply,
     text_reply,
 )
-from sciagent.agent.policy import RetryLimits
 from sciagent.science.analysis import analyze_trajectory
+from sciagent.workflows.study.policy import RetryLimits
 from table_checks import assert_row_is_the_analysis
 
 pytestmark = [pytest.mark.slow, pytest.mark.whole_machine]  # plans are fitted to this machine

@@ -33,7 +33,7 @@ from sciagent.llm.profiles import LLMProfile, overlay_builtin_profiles
 
 
 class StudySettings(BaseModel):
-    """``[study]``: how many second chances a study gives each condition (see ``agent/policy.py``)."""
+    """``[study]``: how many second chances a study gives each condition (``workflows/study/policy.py``)."""
 
     transient_retries: int = Field(default=2, ge=0, le=10, description="re-runs after a lost worker")
     adaptation_rounds: int = Field(default=2, ge=0, le=10, description="fixes tried after a blow-up")

@@ -22,8 +22,8 @@ from sciagent.errors import ModelError, UserError
 from sciagent.llm.base import ChatModel, ChatResponse, Message, OutputSchema, ToolSpec
 
 SESSION_KIND = "session"
-EVAL_KIND = "eval"  # an evaluation run (workflows/evaluate.py); runs without a kind are studies
-MCP_KIND = "mcp"  # the MCP server's record of a workspace (workflows/mcp_session.py)
+EVAL_KIND = "eval"  # an evaluation run (workflows/sessions/evaluate.py); runs without a kind are studies
+MCP_KIND = "mcp"  # the MCP server's record of a workspace (workflows/sessions/mcp_session.py)
 CHEM_KIND = "chem"  # one `sciagent chem energy` (workflows/chem_run.py)
 TELL = "tell"
 INTERRUPTED = "interrupted: the process ended before this call finished (resume runs it again)"

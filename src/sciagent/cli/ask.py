@@ -30,7 +30,7 @@ from sciagent.console import err_console, out_console
 from sciagent.errors import ConfigError, SciagentError
 from sciagent.llm.profiles import resolve_profile
 from sciagent.redaction import scrub
-from sciagent.workflows.ask import AskOptions, AskResult, ask, open_session, resume, tell
+from sciagent.workflows.sessions.ask import AskOptions, AskResult, ask, open_session, resume, tell
 
 LlmOption = Annotated[str | None, typer.Option("--llm", help="model profile (sciagent llm profiles)")]
 SiteOption = Annotated[str | None, typer.Option("--site", help="where simulations run (default: here)")]

@@ -13,7 +13,7 @@ from sciagent.agent.evaluation import TaskScore, shipped_suites
 from sciagent.cli.common import EXIT_FAILED, exit_code_for, fail, load_settings
 from sciagent.console import err_console, out_console
 from sciagent.errors import SciagentError
-from sciagent.workflows.evaluate import EvalOptions, SuiteResult, evaluate_suite, load
+from sciagent.workflows.sessions.evaluate import EvalOptions, SuiteResult, evaluate_suite, load
 
 
 def eval_command(

@@ -21,7 +21,7 @@ from sciagent.mcp.http import Address, Listener, check_token, listen, listen_uni
 from sciagent.mcp.server import serve_stdio
 from sciagent.redaction import register_secret
 from sciagent.tools.registry import ToolRegistry
-from sciagent.workflows.mcp_session import ServeOptions, served_catalogue
+from sciagent.workflows.sessions.mcp_session import ServeOptions, served_catalogue
 
 mcp_app = typer.Typer(
     help="MCP both ways: serve sciagent's tools to MCP clients, list an external MCP server's tools.",

@@ -26,8 +26,8 @@ from sciagent.config import Settings
 from sciagent.console import err_console, out_console
 from sciagent.durations import parse_duration
 from sciagent.errors import InternalError, SciagentError
-from sciagent.workflows.md_stability import DEFAULT_GOAL
-from sciagent.workflows.runner import JOURNAL_FILE, RunOptions, StudyRun, resume_study, start_study
+from sciagent.workflows.study.md_stability import DEFAULT_GOAL
+from sciagent.workflows.study.runner import JOURNAL_FILE, RunOptions, StudyRun, resume_study, start_study
 
 BudgetOption = Annotated[
     str, typer.Option("--budget", help="wall time for the whole study, e.g. 300s, 5m, 1h")

@@ -66,7 +66,7 @@ def parsl_executor(name: str, site: SiteConfig, run_dir: Path) -> Executor:
     threads = site.cores_per_worker or (_local_threads(workers) if site.provider == "local" else None)
     env = {} if threads is None else {"OPENMM_CPU_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}
     capacity = workers * site.nodes_per_block * site.max_blocks
-    # retries=0: the workflow's policy is the one owner of lost-worker retries (agent/policy.py).
+    # retries=0: the workflow's policy is the one owner of lost-worker retries (workflows/study/policy.py).
     return ParslExecutor(htex, name=name, run_dir=run_dir, retries=0, capacity=capacity, worker_env=env)
 
 

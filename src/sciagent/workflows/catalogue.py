@@ -10,7 +10,7 @@ from sciagent.tools.catalogue import builtin_tools
 from sciagent.tools.generated import skill_tool
 from sciagent.tools.registry import ToolRegistry
 from sciagent.tools.skills import SkillLibrary
-from sciagent.workflows.study_tool import STUDY_TOOLS
+from sciagent.workflows.study.tool import STUDY_TOOLS
 
 
 def full_catalogue() -> ToolRegistry:

@@ -12,20 +12,20 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sciagent.agent.guardrails import DEFAULT_LIMITS, Limits
 from sciagent.agent.journal import Journal
 from sciagent.agent.ownership import owning
-from sciagent.agent.policy import RetryLimits
 from sciagent.compute.sites import make_executor, resolve_site
 from sciagent.config import Settings
 from sciagent.crash import record_internal_error
 from sciagent.errors import SciagentError, UserError
 from sciagent.llm.profiles import make_model, resolve_profile
-from sciagent.workflows.advisor import ModelAdvisor
 from sciagent.workflows.dialects import recall_dialect, remember_dialect
-from sciagent.workflows.md_stability import DEFAULT_GOAL, StabilityStudy
-from sciagent.workflows.study_context import Notify, StudyContext
-from sciagent.workflows.study_state import StudyState, new_state
+from sciagent.workflows.study.advisor import ModelAdvisor
+from sciagent.workflows.study.context import Notify, StudyContext
+from sciagent.workflows.study.guardrails import DEFAULT_LIMITS, Limits
+from sciagent.workflows.study.md_stability import DEFAULT_GOAL, StabilityStudy
+from sciagent.workflows.study.policy import RetryLimits
+from sciagent.workflows.study.state import StudyState, new_state
 
 JOURNAL_FILE = "journal.sqlite"
 DEFAULT_BUDGET_S = 300.0

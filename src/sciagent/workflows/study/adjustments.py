@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sciagent.science.spec import MDSpec
-from sciagent.workflows.study_schemas import Adjustment
+from sciagent.workflows.study.schemas import Adjustment
 
 
 def fallback_adjustment(spec: MDSpec) -> Adjustment:

@@ -15,21 +15,21 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from sciagent.agent.guardrails import Allowance, fit_plan, physical_checks
-from sciagent.agent.plans import StudyPlan
 from sciagent.errors import SciagentError
 from sciagent.report.models import GuardrailChange
 from sciagent.science.simulate import SimulationOutcome
 from sciagent.science.structures import resolve_structure
-from sciagent.workflows import prompts
-from sciagent.workflows.condition_runner import ConditionRunner
-from sciagent.workflows.outlook import verdict_outlook
-from sciagent.workflows.study_context import Study, StudyContext
-from sciagent.workflows.study_goal import dropped_by_the_fit, goal_values, hold_goal, with_held_conditions
-from sciagent.workflows.study_probe import ThroughputProbe, check_budget_covers_a_probe
-from sciagent.workflows.study_report import write_report
-from sciagent.workflows.study_specs import SpecBuilder
-from sciagent.workflows.study_state import Phase, StudyState
+from sciagent.workflows.study import prompts
+from sciagent.workflows.study.condition_runner import ConditionRunner
+from sciagent.workflows.study.context import Study, StudyContext
+from sciagent.workflows.study.goal import dropped_by_the_fit, goal_values, hold_goal, with_held_conditions
+from sciagent.workflows.study.guardrails import Allowance, fit_plan, physical_checks
+from sciagent.workflows.study.outlook import verdict_outlook
+from sciagent.workflows.study.plans import StudyPlan
+from sciagent.workflows.study.probe import ThroughputProbe, check_budget_covers_a_probe
+from sciagent.workflows.study.report import write_report
+from sciagent.workflows.study.specs import SpecBuilder
+from sciagent.workflows.study.state import Phase, StudyState
 
 DEFAULT_GOAL = (
     "Assess the thermal stability of the villin headpiece at physiological and elevated temperature"

@@ -36,8 +36,8 @@ from sciagent.tools.approval import ApprovalPolicy
 from sciagent.tools.registry import ToolContext
 from sciagent.tools.skills import SkillLibrary
 from sciagent.tools.tasks import TaskBoard
-from sciagent.workflows.ask import journal_task
 from sciagent.workflows.catalogue import add_skills, full_catalogue
+from sciagent.workflows.sessions.ask import journal_task
 
 MCP_DIR = "mcp"  # in the workspace: the run's directory (its simulations' runs/)
 _RUNS_SCANNED = 100_000  # how far back the workspace's ``mcp`` run is looked for

@@ -14,12 +14,12 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from sciagent.agent.guardrails import FittedPlan, Throughput
-from sciagent.agent.plans import StudyPlan
 from sciagent.atomic import write_atomic
 from sciagent.report.models import Adaptation, GuardrailChange, Source
 from sciagent.science.simulate import SimulationOutcome
 from sciagent.science.spec import MDSpec
+from sciagent.workflows.study.guardrails import FittedPlan, Throughput
+from sciagent.workflows.study.plans import StudyPlan
 
 # Kept free at the end of the budget for the interpretation and the report, until the plan's model
 # call has measured how fast the model answers (then the workflow sizes it from that).

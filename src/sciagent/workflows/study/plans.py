@@ -57,7 +57,7 @@ class StudyPlan(BaseModel):
 class HeldPlan(StudyPlan):
     """A plan whose temperatures the user's goal states: they replace the model's reference and elevated ones.
 
-    Built by code from a validated ``StudyPlan`` (``workflows/study_goal.py``), never asked of a model, so
+    Built by code from a validated ``StudyPlan`` (``workflows/study/goal.py``), never asked of a model, so
     the model's schema keeps its small enumerations while a goal may name any temperature a run can take.
     """
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sciagent.agent.guardrails import FittedPlan
-from sciagent.agent.plans import StudyPlan
 from sciagent.science.spec import MDSpec
-from sciagent.workflows.study_state import ConditionState
+from sciagent.workflows.study.guardrails import FittedPlan
+from sciagent.workflows.study.plans import StudyPlan
+from sciagent.workflows.study.state import ConditionState
 
 PROBE_STEPS = 300
 _MINIMIZE_ITERATIONS = 500  # enough to relax a prepared structure; unbounded minimisation can take minutes

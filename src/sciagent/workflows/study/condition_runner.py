@@ -1,8 +1,8 @@
 """The simulate phase: carry every condition to a final status, adapting each in bounded rounds.
 
 Conditions run in parallel on the executor; each result is decided on as it arrives (the retry policy
-in ``agent/policy.py``): accepted, extended (still drifting), adapted (blew up: the model's fix or the
-documented fallback), retried (the worker was lost; scheduled, so a backoff never holds up collecting
+in ``workflows/study/policy.py``): accepted, extended (still drifting), adapted (blew up: the model's fix
+or the documented fallback), retried (the worker was lost; scheduled, so a backoff never holds up collecting
 the other runs) or stopped. Every submission and result is journalled and the state saved, so a run
 killed at any moment resumes: a finished attempt is decided on, an interrupted one continues from its
 checkpoint in the same work directory, a remote one is re-attached.
@@ -13,18 +13,18 @@ from __future__ import annotations
 import time
 
 from sciagent.agent.approvals import journalled_approval
-from sciagent.agent.guardrails import Allowance, affordable_steps
-from sciagent.agent.policy import Action, next_action
 from sciagent.compute.base import TaskHandle
 from sciagent.compute.errors import TaskError, WorkerLost
 from sciagent.report.models import Adaptation
 from sciagent.science.simulate import SimulationOutcome, simulate_and_analyze
-from sciagent.workflows import prompts
-from sciagent.workflows.adjustments import fallback_adjustment, rescaled_for_timestep
-from sciagent.workflows.remote_tasks import reattach_remote_tasks, record_remote_ids
-from sciagent.workflows.study_context import Study
-from sciagent.workflows.study_schemas import Adjustment
-from sciagent.workflows.study_state import ConditionState
+from sciagent.workflows.study import prompts
+from sciagent.workflows.study.adjustments import fallback_adjustment, rescaled_for_timestep
+from sciagent.workflows.study.context import Study
+from sciagent.workflows.study.guardrails import Allowance, affordable_steps
+from sciagent.workflows.study.policy import Action, next_action
+from sciagent.workflows.study.remote_tasks import reattach_remote_tasks, record_remote_ids
+from sciagent.workflows.study.schemas import Adjustment
+from sciagent.workflows.study.state import ConditionState
 
 _WAIT_S = 5.0  # longest wait for results before checking on scheduled retries and remote ids
 _TASK_TIMEOUT_SLACK_S = 300.0  # the executor's hard limit beyond the run's own clean wall-time stop

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from sciagent.agent.journal import Journal
 from sciagent.compute.base import Executor, TaskHandle
-from sciagent.workflows.study_state import ConditionState, StudyState
+from sciagent.workflows.study.state import ConditionState, StudyState
 
 
 def reattach_remote_tasks(

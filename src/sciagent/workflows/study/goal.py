@@ -16,12 +16,12 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from sciagent.agent.guardrails import FittedPlan
-from sciagent.agent.plans import HeldPlan, StudyPlan
 from sciagent.agent.stated import stated_values
 from sciagent.errors import UserError
 from sciagent.report.models import GuardrailChange
 from sciagent.science.spec import MDSpec
+from sciagent.workflows.study.guardrails import FittedPlan
+from sciagent.workflows.study.plans import HeldPlan, StudyPlan
 
 
 @dataclass(frozen=True)

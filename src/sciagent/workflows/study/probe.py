@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sciagent.agent.guardrails import Throughput
-from sciagent.agent.plans import StudyPlan
 from sciagent.errors import RunFailure, UserError
 from sciagent.science.md import MDResult, run_md
 from sciagent.science.outputs import RunFiles
-from sciagent.workflows.study_context import Study
-from sciagent.workflows.study_specs import PROBE_STEPS, SpecBuilder
-from sciagent.workflows.study_state import ProbeRecord
+from sciagent.workflows.study.context import Study
+from sciagent.workflows.study.guardrails import Throughput
+from sciagent.workflows.study.plans import StudyPlan
+from sciagent.workflows.study.specs import PROBE_STEPS, SpecBuilder
+from sciagent.workflows.study.state import ProbeRecord
 
 PROBE_COST_S = 20.0  # a probe round: worker start, preparation, minimisation, PROBE_STEPS steps
 

@@ -14,12 +14,12 @@ import openmm
 from sciagent.report.models import ConditionRecord, Provenance, StudyRecord, VerdictOutlook
 from sciagent.report.render import render_report
 from sciagent.report.tables import HEADERS, condition_rows, display_cells
-from sciagent.workflows import prompts
-from sciagent.workflows.study_schemas import Interpretation
-from sciagent.workflows.study_state import StudyState
+from sciagent.workflows.study import prompts
+from sciagent.workflows.study.schemas import Interpretation
+from sciagent.workflows.study.state import StudyState
 
 if TYPE_CHECKING:
-    from sciagent.workflows.study_context import StudyContext
+    from sciagent.workflows.study.context import StudyContext
 
 # What the report says when no model interpretation validated: the computed findings say the rest,
 # so this repeats none of them.

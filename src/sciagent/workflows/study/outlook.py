@@ -9,11 +9,11 @@ from __future__ import annotations
 import math
 import shlex
 
-from sciagent.agent.guardrails import Limits, wall_time_for
-from sciagent.agent.policy import EXTENDABLE_FAILURES
 from sciagent.report.models import VerdictOutlook
 from sciagent.science.simulate import SimulationOutcome
-from sciagent.workflows.study_state import StudyState
+from sciagent.workflows.study.guardrails import Limits, wall_time_for
+from sciagent.workflows.study.policy import EXTENDABLE_FAILURES
+from sciagent.workflows.study.state import StudyState
 
 _DRIFT_LENGTH_FACTOR = 2.0  # a run still drifting at its end needs at least twice as long
 

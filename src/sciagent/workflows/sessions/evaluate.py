@@ -19,8 +19,8 @@ from sciagent.agent.session import EVAL_KIND
 from sciagent.agent.steps import Budget
 from sciagent.config import Settings
 from sciagent.errors import SciagentError
-from sciagent.workflows.ask import AskOptions, ask
 from sciagent.workflows.catalogue import full_catalogue
+from sciagent.workflows.sessions.ask import AskOptions, ask
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,9 @@ from sciagent.report.render import load_record
 from sciagent.report.tables import condition_rows
 from sciagent.tools.registry import Tool, ToolContext, ToolFailed, define_tool
 from sciagent.tools.structures import STRUCTURE_HELP
-from sciagent.workflows.runner import RunOptions, StudyRun, start_study
-from sciagent.workflows.study_probe import PROBE_COST_S
-from sciagent.workflows.study_state import DEFAULT_REPORT_RESERVE_S
+from sciagent.workflows.study.probe import PROBE_COST_S
+from sciagent.workflows.study.runner import RunOptions, StudyRun, start_study
+from sciagent.workflows.study.state import DEFAULT_REPORT_RESERVE_S
 
 log = logging.getLogger(__name__)
 

@@ -34,9 +34,9 @@ from sciagent.tools.skills import SkillLibrary
 from sciagent.tools.tasks import BoardTask, TaskBoard
 from sciagent.workflows.catalogue import add_skills, full_catalogue
 from sciagent.workflows.dialects import recall_dialect, remember_dialect
-from sciagent.workflows.mcp_tools import session_mcp_tools
-from sciagent.workflows.session_report import write_session_report
-from sciagent.workflows.subagent import SubAgents
+from sciagent.workflows.sessions.mcp_tools import session_mcp_tools
+from sciagent.workflows.sessions.report import write_session_report
+from sciagent.workflows.sessions.subagent import SubAgents
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""What the model is asked for during a stability study, besides the plan (``agent/plans.py``).
+"""What the model is asked for during a stability study, besides the plan (``workflows/study/plans.py``).
 
 Every value a model produces passes through one of these before anything acts on it; the bounds are
 small enumerations where a constrained decoder must enforce them.

@@ -12,12 +12,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from sciagent.agent.guardrails import DEFAULT_LIMITS, Limits
 from sciagent.agent.journal import Journal
-from sciagent.agent.policy import DEFAULT_RETRY_LIMITS, RetryLimits
 from sciagent.compute.base import Executor
-from sciagent.workflows.advisor import ModelAdvisor
-from sciagent.workflows.study_state import StudyState
+from sciagent.workflows.study.advisor import ModelAdvisor
+from sciagent.workflows.study.guardrails import DEFAULT_LIMITS, Limits
+from sciagent.workflows.study.policy import DEFAULT_RETRY_LIMITS, RetryLimits
+from sciagent.workflows.study.state import StudyState
 
 Notify = Callable[[str, str], None]  # (phase, message) for the person watching
 

@@ -37,10 +37,10 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
-from sciagent.agent.plans import StudyPlan
 from sciagent.errors import UserError
 from sciagent.report.models import GuardrailChange
 from sciagent.science.stability import DEFAULT_THRESHOLDS
+from sciagent.workflows.study.plans import StudyPlan
 
 HMR_HYDROGEN_MASS_AMU = 3.0
 HMR_TIMESTEP_FS = 4

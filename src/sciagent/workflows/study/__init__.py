@@ -1,0 +1,1 @@
+"""The thermal-stability study: plan, fit, simulate, adapt, report (``sciagent run``)."""
