@@ -536,13 +536,60 @@ def test_a_version_1_journal_is_migrated_and_takes_unknown_latencies(tmp_path: P
         timeline = _render(timeline_table(journal, run_id))
     assert "fallback: no model call" in timeline and "0.00 s" not in timeline
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
     indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert "model_calls_by_run" in indexes
     conn.close()
     with Journal(path) as journal:  # opening it again migrates nothing twice
         assert len(journal.model_calls(run_id)) == 3
         journal.remember_dialect("http://127.0.0.1:8080/v1", "m", "json_object")  # version 3's table
+
+
+_V3_RUNS = """
+CREATE TABLE runs (
+    id TEXT PRIMARY KEY,
+    goal TEXT NOT NULL,
+    config TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('running', 'completed', 'failed', 'interrupted')),
+    error TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    finished_at TEXT
+)
+"""
+
+
+def test_a_version_3_journal_is_migrated_to_take_queued_runs_keeping_every_reference(tmp_path: Path) -> None:
+    """Version 3's runs table refuses 'queued'; the migration rebuilds it under the rows that point at it."""
+    path = tmp_path / JOURNAL_FILENAME
+    with Journal(path) as journal:
+        run_id = journal.create_run("goal", {"k": 1})
+        journal.add_event(run_id, "info", "before the migration")
+        journal.record_step(run_id, "plan", "planned", {})
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA foreign_keys=OFF")
+    conn.execute("PRAGMA legacy_alter_table=ON")  # the other tables go on naming `runs`
+    conn.execute("ALTER TABLE runs RENAME TO runs_new")  # keep the rows, then put version 3's table back
+    conn.execute(_V3_RUNS)
+    conn.execute("INSERT INTO runs SELECT * FROM runs_new")
+    conn.execute("DROP TABLE runs_new")
+    conn.execute("PRAGMA user_version = 3")
+    conn.commit()
+    with pytest.raises(sqlite3.IntegrityError, match="CHECK"):  # what version 3 refuses
+        conn.execute("UPDATE runs SET status = 'queued'")
+    conn.close()
+    with Journal(path) as journal:
+        journal.set_run_status(run_id, "queued")
+        assert journal.get_run(run_id).status == "queued" and journal.get_run(run_id).config == {"k": 1}
+        assert [e.message for e in journal.events(run_id)] == ["before the migration"]
+        assert [s.kind for s in journal.steps(run_id)] == ["plan"]
+        journal.add_event(run_id, "info", "after")  # the references resolve to the rebuilt table
+        with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"):  # and still guard
+            journal.add_event("no-such-run", "info", "orphan")
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
+    assert "runs_by_time" in {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+    conn.close()
 
 
 def test_the_style_an_endpoint_answered_in_is_remembered_per_endpoint_and_model(tmp_path: Path) -> None:

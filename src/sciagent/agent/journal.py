@@ -147,21 +147,33 @@ class Journal:
         # Read first without the write lock, so `sciagent show` opens without waiting on a busy run.
         version = self._conn.execute("PRAGMA user_version").fetchone()[0]
         if version < SCHEMA_VERSION:
-            with self.transaction():  # two processes may race to create it: re-read under the lock
-                version = self._conn.execute("PRAGMA user_version").fetchone()[0]
-                # One statement at a time: executescript() would COMMIT and leave our transaction.
-                if version == 0:
-                    statements: list[str] = [s for s in SCHEMA.split(";") if s.strip()]
-                else:
-                    statements = [s for v in range(version, SCHEMA_VERSION) for s in MIGRATIONS[v]]
-                for statement in statements:
-                    self._conn.execute(statement)
-                self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            # A migration may rebuild a table that others reference: foreign keys are checked again after
+            # it (and the pragma is a no-op inside a transaction, so it is set around it).
+            self._conn.execute("PRAGMA foreign_keys=OFF")
+            try:
+                self._migrate()
+            finally:
+                self._conn.execute("PRAGMA foreign_keys=ON")
         elif version > SCHEMA_VERSION:
             raise UserError(
                 f"{self.path} has journal schema v{version}, this sciagent reads up to"
                 f" v{SCHEMA_VERSION}: upgrade sciagent"
             )
+
+    def _migrate(self) -> None:
+        with self.transaction():  # two processes may race to create it: re-read under the lock
+            version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+            # One statement at a time: executescript() would COMMIT and leave our transaction.
+            if version == 0:
+                statements: list[str] = [s for s in SCHEMA.split(";") if s.strip()]
+            else:
+                statements = [s for v in range(version, SCHEMA_VERSION) for s in MIGRATIONS[v]]
+            for statement in statements:
+                self._conn.execute(statement)
+            violations = self._conn.execute("PRAGMA foreign_key_check").fetchall()
+            if violations:  # rolled back by the transaction: the file stays as it was
+                raise sqlite3.IntegrityError(f"the journal's migration broke {len(violations)} reference(s)")
+            self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def close(self) -> None:
         with self._lock:

@@ -14,7 +14,8 @@ from typing import Any, Literal, get_args
 
 from sciagent.llm.base import ChatResponse
 
-RunStatus = Literal["running", "completed", "failed", "interrupted"]
+# queued: waiting for its batch job (`sciagent submit`, or a continuation)
+RunStatus = Literal["queued", "running", "completed", "failed", "interrupted"]
 StepStatus = Literal["running", "completed", "failed", "skipped"]
 TaskStatus = Literal["pending", "running", "completed", "failed", "cancelled"]
 CallOutcome = Literal["valid", "invalid", "fallback", "error"]
@@ -28,7 +29,7 @@ EVENT_LEVELS: tuple[str, ...] = get_args(EventLevel)
 
 # Bump with every change to SCHEMA, and add the statements that bring the previous version's files up
 # to it to MIGRATIONS.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Lines longer than this are cut in one-line descriptions; the full text stays in the journal.
 _DESCRIPTION_LIMIT = 160
@@ -288,17 +289,22 @@ CREATE TABLE endpoint_dialects (
 )"""
 
 
-SCHEMA = f"""
-CREATE TABLE runs (
+def _runs_table(name: str) -> str:
+    statuses = ", ".join(f"'{status}'" for status in RUN_STATUSES)
+    return f"""CREATE TABLE {name} (
     id TEXT PRIMARY KEY,
     goal TEXT NOT NULL,
     config TEXT NOT NULL,
-    status TEXT NOT NULL CHECK (status IN ('running', 'completed', 'failed', 'interrupted')),
+    status TEXT NOT NULL CHECK (status IN ({statuses})),
     error TEXT,
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL,
     finished_at TEXT
-);
+)"""
+
+
+SCHEMA = f"""
+{_runs_table("runs")};
 CREATE TABLE steps (
     id INTEGER PRIMARY KEY,
     run_id TEXT NOT NULL REFERENCES runs(id),
@@ -367,4 +373,13 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     ),
     # 2 -> 3: the endpoint_dialects table.
     2: (_ENDPOINT_DIALECTS_TABLE,),
+    # 3 -> 4: a run may be 'queued' (waiting for its batch job). A CHECK cannot change in place: the runs
+    # table is rebuilt (with foreign keys off for the migration: the other tables reference it by name).
+    3: (
+        _runs_table("runs_v4"),
+        "INSERT INTO runs_v4 SELECT * FROM runs",
+        "DROP TABLE runs",
+        "ALTER TABLE runs_v4 RENAME TO runs",
+        "CREATE INDEX runs_by_time ON runs (created_at)",
+    ),
 }
