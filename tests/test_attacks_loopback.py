@@ -78,6 +78,7 @@ def _mcp_serve(*args: str, cwd: Path, env: dict[str, str] | None = None) -> Iter
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=errors,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # stopped by SIGINT below
         )
     try:
         deadline = time.monotonic() + 60

@@ -366,12 +366,20 @@ _PARENT_SCRIPT = """
 """
 
 
+def _default_sigint() -> None:
+    """In the child before exec: SIGINT as a terminal delivers it, whatever the suite inherited (under
+    ``nohup`` or a batch job it is ignored, and an ignored signal stays ignored across exec)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _run_parent(tmp_path: Path) -> tuple[subprocess.Popen, int, int]:
     """A separate Python process using an executor (no ``with``), its task running."""
     script = tmp_path / "parent.py"
     tests = str(Path(__file__).parent)
     script.write_text(textwrap.dedent(_PARENT_SCRIPT.format(tests=tests, pid_dir=str(tmp_path))))
-    parent = subprocess.Popen([sys.executable, str(script)], stderr=subprocess.DEVNULL)
+    parent = subprocess.Popen(
+        [sys.executable, str(script)], stderr=subprocess.DEVNULL, preexec_fn=_default_sigint
+    )
     try:
         return (parent, *_wait_for_pids(tmp_path))
     except BaseException:

@@ -169,6 +169,7 @@ def http_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpServer
              "--token-env", TOKEN_VAR, "--workspace", "ws"],
             cwd=root, env={**os.environ, TOKEN_VAR: token}, stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL, stderr=errors,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # stop() sends SIGINT
         )  # fmt: skip
     deadline = time.monotonic() + 60
     while not (

@@ -301,6 +301,7 @@ def test_ctrl_c_on_the_foreground_server_leaves_nothing(tmp_path: Path) -> None:
     cli = subprocess.Popen(
         [*SCIAGENT, "llm", "serve", "--backend", "llama-cpp", "--port", str(port)],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # whatever the suite inherited
     )  # fmt: skip
     try:
         assert f"http://127.0.0.1:{port}/v1" in _ready_line(cli)

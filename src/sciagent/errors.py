@@ -14,7 +14,11 @@ The tree (three families, so callers can tell who has to act):
     │   ├── ModelRequestError the endpoint refused the request (4xx other than auth): not retried
     │   └── StructuredOutputError the model's answers never validated; carries every raw reply
     ├── RunFailure           work was attempted and failed (carried in results, not raised across workers)
+    ├── StudyStopped         a study stopped on request (a stop file, SIGTERM) with its work saved: it resumes
     └── InternalError        a bug: an exception that is none of the above; its traceback is in a log file
+
+``Terminated`` is a ``KeyboardInterrupt`` (not a ``SciagentError``): SIGTERM interrupting the main thread
+takes the Ctrl-C path, with the reason it carries instead of "interrupted by the user".
 
 Signals to the language model (retry with this message) join this tree with the agent layer.
 This module imports nothing so that ``science/`` can use it on a bare remote worker.
@@ -96,6 +100,26 @@ class RunFailure(SciagentError):
         super().__init__(message)
         self.failure_class = failure_class
         self.message = message
+
+
+class StudyStopped(SciagentError):
+    """A study stopped taking work because a stop was requested; everything done so far is saved.
+
+    Attributes:
+        reason: why the stop was requested, in words (e.g. the batch job's time limit).
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"stopped: {reason}")
+        self.reason = reason
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM stopped the work: the Ctrl-C path records it, naming ``reason`` instead of the user."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class InternalError(SciagentError):

@@ -25,9 +25,10 @@ from sciagent.cli.common import (
     settings_for,
 )
 from sciagent.cli.runs import transcript_table
+from sciagent.cli.signals import StopOnSigterm
 from sciagent.config import Settings
 from sciagent.console import err_console, out_console
-from sciagent.errors import ConfigError, SciagentError
+from sciagent.errors import ConfigError, SciagentError, Terminated
 from sciagent.llm.profiles import resolve_profile
 from sciagent.redaction import scrub
 from sciagent.workflows.sessions.ask import AskOptions, AskResult, ask, open_session, resume, tell
@@ -81,7 +82,7 @@ def ask_command(
     ask_user = _terminal_or_none()
     options = _options(llm, site, budget, max_steps, approvals, ask_user, mcp, allow_unsandboxed_code)
     _small_model_notice(llm, settings)
-    _end(lambda: ask(with_structure(question, structure), options, settings), as_json)
+    _end(lambda opts: ask(with_structure(question, structure), opts, settings), options, as_json)
 
 
 def resume_session(
@@ -101,7 +102,7 @@ def resume_session(
     ask_user = _terminal_or_none()
     options = _options(llm, site, budget, max_steps, approvals, ask_user, None, allow_unsandboxed_code)
     options = replace(options, takeover=takeover)
-    _end(lambda: resume(session_id, options, settings), as_json)
+    _end(lambda opts: resume(session_id, opts, settings), options, as_json)
 
 
 def chat_command(
@@ -218,16 +219,23 @@ def _options(
     )
 
 
-def _end(work: Callable[[], AskResult], as_json: bool) -> None:
-    """Run the session; 0 when it answered, 1 when it did not (budget, model failure), 2 for bad input."""
+def _end(work: Callable[[AskOptions], AskResult], options: AskOptions, as_json: bool) -> None:
+    """Run the session; 0 when it answered, 1 when it did not (budget, model failure) or was stopped,
+    2 for bad input. SIGTERM stops it at once (nothing in a session waits for a stop request), marked
+    ``interrupted`` with the reason, and the line printed names the command that resumes it."""
+    opened: list[str] = []
     try:
-        result = work()
+        with StopOnSigterm():
+            result = work(replace(options, on_session=opened.append))
     except SciagentError as exc:
         if as_json:
             typer.echo(json.dumps({"status": "failed", "error": str(exc), "exit_code": exit_code_for(exc)}))
         fail(str(exc), exit_code_for(exc))
-    except KeyboardInterrupt:
-        fail("interrupted: `sciagent resume SESSION` continues it (see `sciagent runs`)", EXIT_FAILED)
+    except KeyboardInterrupt as exc:
+        reason = exc.reason if isinstance(exc, Terminated) else "interrupted"
+        if not opened:
+            fail(f"{reason}: no session was started", EXIT_FAILED)
+        fail(f"{reason}: `sciagent resume {opened[0]}` continues it", EXIT_FAILED)
     _print(result, as_json)
     if result.outcome.status != "answered":
         fail(f"no answer: {result.outcome.reason} (see {result.report_md})", EXIT_FAILED)

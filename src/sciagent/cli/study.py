@@ -21,13 +21,15 @@ from sciagent.cli.common import (
     fail_internal,
     load_settings,
 )
-from sciagent.cli.runs import runs_table, timeline_table
+from sciagent.cli.runs import jobs_table, runs_table, timeline_table
+from sciagent.cli.signals import StopOnSigterm
 from sciagent.config import Settings
 from sciagent.console import err_console, out_console
 from sciagent.durations import parse_duration
-from sciagent.errors import InternalError, SciagentError
+from sciagent.errors import InternalError, SciagentError, StudyStopped, Terminated
 from sciagent.workflows.study.md_stability import DEFAULT_GOAL
 from sciagent.workflows.study.runner import JOURNAL_FILE, RunOptions, StudyRun, resume_study, start_study
+from sciagent.workflows.study.stopping import request_stop
 
 BudgetOption = Annotated[
     str, typer.Option("--budget", help="wall time for the whole study, e.g. 300s, 5m, 1h")
@@ -69,7 +71,7 @@ def run(
     options.goal, options.structure = goal, structure or protein or "villin"
     options.allow_unconstrained = allow_unconstrained
     options.remove_unknown_residues = remove_unknown_residues
-    _finish(lambda: start_study(options, settings), options, as_json)
+    _finish(lambda: start_study(options, settings), options, settings, as_json)
 
 
 def resume(
@@ -89,7 +91,7 @@ def resume(
     settings = _settings(workspace)
     options = _options(llm, budget, approve, as_json, None, site or "")
     options.takeover = takeover
-    _finish(lambda: resume_study(run_id, options, settings), options, as_json)
+    _finish(lambda: resume_study(run_id, options, settings), options, settings, as_json)
 
 
 def runs(workspace: WorkspaceOption = None) -> None:
@@ -106,6 +108,14 @@ def show(
         with exits_on_error():
             run_row = journal.get_run(run_id)
         out_console.print(timeline_table(journal, run_row.id))
+
+
+def show_jobs(run_id: str, workspace: Path | None) -> None:
+    """The batch jobs of a run, after its timeline or transcript (nothing for a run without any)."""
+    with _journal(_settings(workspace)) as journal, exits_on_error():
+        table = jobs_table(journal, journal.get_run(run_id).id)
+    if table is not None:
+        out_console.print(table)
 
 
 def report(
@@ -171,19 +181,30 @@ def _notify_json(phase: str, message: str) -> None:
     print(f"{phase}: {message}", file=sys.stderr, flush=True)
 
 
-def _finish(work: Callable[[], StudyRun], options: RunOptions, as_json: bool) -> None:
+def _finish(work: Callable[[], StudyRun], options: RunOptions, settings: Settings, as_json: bool) -> None:
     """Run the study and end the command: 0 only when every condition completed, 1 when any did not
-    (the summary names them) or the run failed, 2 for bad input; ``--json`` prints one object always."""
+    (the summary names them), the run failed or was stopped, 2 for bad input; ``--json`` prints one
+    object always. SIGTERM asks the study to stop (``cli/signals.py``): it ends ``interrupted``."""
+
+    def ask_to_stop(reason: str) -> bool:
+        if options.run_id is None:
+            return False
+        request_stop(settings.workspace.resolve() / options.run_id, reason)
+        return True
+
     try:
-        study = work()
+        with StopOnSigterm(ask_to_stop):
+            study = work()
     except InternalError as exc:
         if as_json:
             _print_error_json(options, str(exc), EXIT_FAILED)
         fail_internal(exc)
+    except StudyStopped as exc:
+        _end_interrupted(options, exc.reason, as_json)
     except SciagentError as exc:
         _end_with_error(options, str(exc), exit_code_for(exc), as_json)
-    except KeyboardInterrupt:
-        _end_with_error(options, "interrupted: `sciagent resume` continues the run", EXIT_FAILED, as_json)
+    except KeyboardInterrupt as exc:
+        _end_interrupted(options, exc.reason if isinstance(exc, Terminated) else "interrupted", as_json)
     run_dir, unfinished = study.run_dir, study.unfinished
     summary = {
         "run_id": study.run_id,
@@ -202,13 +223,21 @@ def _finish(work: Callable[[], StudyRun], options: RunOptions, as_json: bool) ->
         fail(f"not every condition completed: {', '.join(unfinished)} (see the report)", EXIT_FAILED)
 
 
-def _end_with_error(options: RunOptions, message: str, code: int, as_json: bool) -> NoReturn:
+def _end_interrupted(options: RunOptions, reason: str, as_json: bool) -> NoReturn:
+    """One line: why the run stopped and the command that continues it."""
+    if options.run_id is None:
+        _end_with_error(options, f"{reason}: no run was started", EXIT_FAILED, as_json)
+    message = f"{reason}: `sciagent resume {options.run_id}` continues the run"
+    _end_with_error(options, message, EXIT_FAILED, as_json, status="interrupted")
+
+
+def _end_with_error(
+    options: RunOptions, message: str, code: int, as_json: bool, status: str = "failed"
+) -> NoReturn:
     if as_json:
-        _print_error_json(options, message, code)
+        _print_error_json(options, message, code, status)
     fail(message, code)
 
 
-def _print_error_json(options: RunOptions, message: str, code: int) -> None:
-    typer.echo(
-        json.dumps({"run_id": options.run_id, "status": "failed", "error": message, "exit_code": code})
-    )
+def _print_error_json(options: RunOptions, message: str, code: int, status: str = "failed") -> None:
+    typer.echo(json.dumps({"run_id": options.run_id, "status": status, "error": message, "exit_code": code}))

@@ -2,8 +2,10 @@
 
 Minimise, equilibrate, produce, writing a DCD trajectory, a state CSV and atomic checkpoints. A
 work directory that already holds a checkpoint of the same spec is continued from it, which is what
-batch-queue walltime limits and pre-emption need. Failures come back as a failed ``MDResult`` with a
-class and a message a person understands; nothing non-finite is ever written.
+batch-queue walltime limits and pre-emption need; a stop file (``MDSpec.stop_file``) stops a run at a
+report step with a checkpoint of exactly that step, and every call appends its steps to the segment
+ledger (``science/segments.py``), so no step is computed twice across jobs. Failures come back as a
+failed ``MDResult`` with a class and a message a person understands; nothing non-finite is ever written.
 
 Each checkpoint is OpenMM's own (``checkpoint.chk``: exact, random-number state included, but readable
 only by the same platform, hardware and OpenMM build) plus a portable saved state (``saved_state.xml``:
@@ -39,17 +41,20 @@ from sciagent.science.reporters import (
     NanGuard,
     ProgressReporter,
     StateCsvReporter,
+    StopFileGuard,
+    StopRequested,
     WallClockGuard,
     WallTimeReached,
     first_non_finite,
 )
+from sciagent.science.segments import append_segment
 from sciagent.science.spec import MDSpec
 from sciagent.science.structures import resolve_structure
 from sciagent.science.system_builder import build_system
 
 log = logging.getLogger(__name__)
 
-FailureClass = Literal["instability", "setup", "timeout", "platform"]
+FailureClass = Literal["instability", "setup", "timeout", "platform", "stopped"]
 ResumedFrom = Literal["checkpoint", "saved_state"]
 ProgressCallback = Callable[[MDProgress], None]
 
@@ -112,12 +117,14 @@ def run_md(spec: MDSpec, workdir: Path | str, progress: ProgressCallback | None 
     files.workdir.mkdir(parents=True, exist_ok=True)
     session = _Session(spec, files)
     deadline = started + spec.max_wall_time_s if spec.max_wall_time_s else None
+    from_step: int | None = None
     try:
         if files.checkpoint_meta.exists():
             _resume(session)
         else:
             _start_fresh(session)
         write_atomic(files.spec, spec.model_dump_json(indent=2))
+        from_step = session.step
         _run_phases(session, progress, deadline)
         _finish(session)
         result = _result(session, "completed", None, _completed_message(session))
@@ -129,6 +136,8 @@ def run_md(spec: MDSpec, workdir: Path | str, progress: ProgressCallback | None 
         result = _result(session, "failed", "setup", str(exc))
     result.wall_time_s = time.monotonic() - started
     write_atomic(files.result, result.model_dump_json(indent=2))
+    began_at = session.step if from_step is None else from_step  # None: it failed before any step
+    append_segment(files.workdir, began_at, session.step, result.wall_time_s)
     result.files = files.existing()
     return result
 
@@ -314,6 +323,8 @@ def _run_phase(
         reporters.append(ProgressReporter(progress, phase, every, spec.total_steps))
     if deadline is not None:
         reporters.append(WallClockGuard(deadline, every))
+    if spec.stop_file:  # last: the step's rows and checkpoint are written before it stops the run
+        reporters.append(StopFileGuard(Path(spec.stop_file), every, start_step))
     simulation.reporters = reporters
     try:
         simulation.step(steps)
@@ -327,6 +338,13 @@ def _run_phase(
             "timeout",
             f"stopped at the wall-time limit ({spec.max_wall_time_s:g} s) at step {session.step} of "
             f"{spec.total_steps}; a checkpoint was saved: run again with the same output directory to resume",
+        ) from exc
+    except StopRequested as exc:
+        _write_checkpoint(session)
+        raise RunFailure(
+            "stopped",
+            f"stopped on request at step {session.step} of {spec.total_steps} ({exc.reason}); a checkpoint "
+            "of that step was saved: run again with the same output directory to resume",
         ) from exc
     finally:
         simulation.reporters = []

@@ -1,4 +1,4 @@
-"""Small OpenMM reporters, one job each: NaN guard, CSV, DCD, checkpoints, progress, wall clock.
+"""Small OpenMM reporters, one job each: NaN guard, CSV, DCD, checkpoints, progress, wall clock, stop file.
 
 They follow OpenMM's reporter protocol (``describeNextReport`` / ``report``), so ``Simulation`` fetches
 one ``State`` per report step and hands it to each in order. The NaN guard comes first, so nothing
@@ -43,6 +43,14 @@ class InstabilityDetected(Exception):
 
 class WallTimeReached(Exception):
     """The run's wall-time budget is spent; the runner checkpoints and stops."""
+
+
+class StopRequested(Exception):
+    """Someone asked the run to stop (a stop file appeared); the runner checkpoints and stops."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class IntervalReporter:
@@ -256,3 +264,22 @@ class WallClockGuard(IntervalReporter):
     def report(self, simulation: app.Simulation, state: openmm.State) -> None:
         if time.monotonic() >= self._deadline:
             raise WallTimeReached
+
+
+class StopFileGuard(IntervalReporter):
+    """Raises ``StopRequested`` with the file's text at the first report after ``path`` exists.
+
+    A file, because whoever asks (a batch-job supervisor, a SIGTERM handler) is another process, often on
+    another node of a shared filesystem; one ``stat`` per report step costs nothing beside the MD.
+    """
+
+    def __init__(self, path: Path, interval: int, start_step: int) -> None:
+        super().__init__(interval, start_step)
+        self._path = path
+
+    def report(self, simulation: app.Simulation, state: openmm.State) -> None:
+        try:
+            reason = self._path.read_text().strip()
+        except FileNotFoundError:
+            return
+        raise StopRequested(reason[:500] or "a stop was requested")

@@ -21,9 +21,17 @@ Precision = Literal["auto", "single", "mixed", "double"]
 
 # Fields that do not change the physics or the starting point of a trajectory. A checkpoint written
 # under one value of these can be continued under another (a longer production extends a run; a new
-# wall-time limit resumes one), so they are left out of the restart key.
+# wall-time limit or stop file resumes one), so they are left out of the restart key.
 _RESUMABLE_FIELDS = frozenset(
-    {"production_steps", "max_wall_time_s", "checkpoint_interval", "cpu_threads", "platform", "precision"}
+    {
+        "production_steps",
+        "max_wall_time_s",
+        "stop_file",
+        "checkpoint_interval",
+        "cpu_threads",
+        "platform",
+        "precision",
+    }
 )
 
 
@@ -78,6 +86,11 @@ class MDSpec(BaseModel):
     cpu_threads: int | None = Field(default=None, gt=0, description="CPU platform threads; None = all")
     max_wall_time_s: float | None = Field(
         default=None, gt=0, description="stop cleanly with a checkpoint after this long; resumable"
+    )
+    stop_file: str | None = Field(
+        default=None,
+        description="stop cleanly with a checkpoint at the first report step after this file exists; "
+        "its text is the reason. Resumable",
     )
 
     @model_validator(mode="after")

@@ -21,7 +21,7 @@ from sciagent.agent.ownership import owning
 from sciagent.agent.session import JournalledModel, SessionJournal
 from sciagent.agent.steps import Budget, SessionOutcome
 from sciagent.config import Settings
-from sciagent.errors import UserError
+from sciagent.errors import Terminated, UserError
 from sciagent.llm.base import ChatModel
 from sciagent.llm.profiles import make_model
 from sciagent.mcp.client import check_names
@@ -57,6 +57,7 @@ class AskOptions:
     mcp: tuple[str, ...] = ()  # [mcp.NAME] servers whose tools join the catalogue (NAME.tool)
     allow_unsandboxed_code: bool = False  # run model-written code even where bubblewrap is missing
     takeover: bool = False  # resume though the owner recorded on another host never released it
+    on_session: Callable[[str], None] | None = None  # told the session's id once it exists (to name it)
 
 
 @dataclass(frozen=True)
@@ -170,6 +171,8 @@ def open_session(
             config = {"llm": llm, "site": site, "mcp": list(servers)}
             record = SessionJournal.create(journal, question or "", config)
             owned.enter_context(owning(journal, record.session_id, what="session"))
+        if options.on_session is not None:
+            options.on_session(record.session_id)
         session_dir = workspace / "sessions" / record.session_id
         session_dir.mkdir(parents=True, exist_ok=True)
         board = TaskBoard(session_dir, settings.sites, default_site=site, on_submit=journal_task(record))
@@ -207,8 +210,9 @@ def open_session(
                 provenance = {"profile": llm, "site": site, "budget": asdict(options.budget)}
                 asked = question or journal.get_run(record.session_id).goal
                 yield OpenSession(record, agent, session_dir, model, asked, provenance)
-        except KeyboardInterrupt:
-            journal.set_run_status(record.session_id, "interrupted", "stopped by the user (Ctrl-C)")
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (a batch job's limit) with its reason
+            why = exc.reason if isinstance(exc, Terminated) else "stopped by the user (Ctrl-C)"
+            journal.set_run_status(record.session_id, "interrupted", why)
             raise
         except Exception as exc:  # whatever ended it, the session is not left `running`
             journal.set_run_status(record.session_id, "failed", f"{type(exc).__name__}: {exc}")

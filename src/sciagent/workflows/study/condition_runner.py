@@ -6,6 +6,11 @@ or the documented fallback), retried (the worker was lost; scheduled, so a backo
 the other runs) or stopped. Every submission and result is journalled and the state saved, so a run
 killed at any moment resumes: a finished attempt is decided on, an interrupted one continues from its
 checkpoint in the same work directory, a remote one is re-attached.
+
+A stop request (``workflows/study/stopping.py``) ends the phase cleanly: nothing new is submitted, the
+running simulations checkpoint at their current step and come back within one report interval, and
+they are recorded as interrupted (no failed attempt, no adaptation, no retry counted); then
+``StudyStopped`` is raised, and a resume continues each from its checkpoint.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import time
 from sciagent.agent.approvals import journalled_approval
 from sciagent.compute.base import TaskHandle
 from sciagent.compute.errors import TaskError, WorkerLost
+from sciagent.errors import StudyStopped
 from sciagent.report.models import Adaptation
 from sciagent.science.simulate import SimulationOutcome, simulate_and_analyze
 from sciagent.workflows.study import prompts
@@ -25,6 +31,7 @@ from sciagent.workflows.study.policy import Action, next_action
 from sciagent.workflows.study.remote_tasks import reattach_remote_tasks, record_remote_ids
 from sciagent.workflows.study.schemas import Adjustment
 from sciagent.workflows.study.state import ConditionState
+from sciagent.workflows.study.stopping import stop_reason
 
 _WAIT_S = 5.0  # longest wait for results before checking on scheduled retries and remote ids
 _TASK_TIMEOUT_SLACK_S = 300.0  # the executor's hard limit beyond the run's own clean wall-time stop
@@ -37,6 +44,7 @@ class ConditionRunner:
         self.study = study
         self._handles: dict[TaskHandle, ConditionState] = {}
         self._scheduled: list[tuple[float, ConditionState]] = []  # (monotonic time due, condition)
+        self._stopping: str | None = None  # the stop request's reason, once seen: no decisions after it
 
     def run(self) -> None:
         state, journal = self.study.state, self.study.ctx.journal
@@ -49,21 +57,26 @@ class ConditionRunner:
             for condition in waiting:
                 self._finish(condition, "not run", "the user declined the batch")
             waiting = []
+        if self._stop_requested():
+            self._stop(step)
         settled = self._settle_finished_attempts([c for c in waiting if c.status == "running"])
         reattached = self._reattach([c for c in waiting if c.status == "running" and c not in settled])
         for condition in waiting:
             if condition not in reattached and condition not in settled:
                 self._submit(condition, resumed=condition.status == "running")
-        while self._handles or self._scheduled:
-            self._submit_due_retries()
+        while self._handles or (self._scheduled and not self._stop_requested()):
+            if not self._stop_requested():
+                self._submit_due_retries()
             if not self._handles:
-                time.sleep(max(0.0, min(due for due, _ in self._scheduled) - time.monotonic()))
+                time.sleep(self._wait_s())
                 continue
             finished = self.study.ctx.executor.wait_any(list(self._handles), timeout=self._wait_s())
             if record_remote_ids(self.study.ctx.executor, journal, state, self._handles):
                 self.study.save()
             for handle in finished:
                 self._collect(handle)
+        if self._stop_requested():
+            self._stop(step)
         done = sum(c.status == "completed" for c in state.conditions)
         journal.finish_step(step, "completed", f"{done} of {len(state.conditions)} completed")
 
@@ -75,7 +88,8 @@ class ConditionRunner:
         wall = self.study.runs_allowance()
         if ctx.max_simulation_time_s:
             wall = min(wall, ctx.max_simulation_time_s)
-        condition.spec = condition.spec.model_copy(update={"max_wall_time_s": max(1.0, wall)})
+        update = {"max_wall_time_s": max(1.0, wall), "stop_file": ctx.stop_file}
+        condition.spec = condition.spec.model_copy(update=update)
         existing = ctx.journal.find_task(run_id, condition.task_key)
         if existing is None:
             spec = condition.spec.model_dump(mode="json")
@@ -117,6 +131,38 @@ class ConditionRunner:
             self.study.notify("simulate", f"{handle.task_id} re-attached on {ctx.executor.name}")
         return list(picked.values())
 
+    # --- stopping ---------------------------------------------------------------------------------
+    def _stop_requested(self) -> bool:
+        if self._stopping is None:
+            self._stopping = stop_reason(self.study.ctx.run_dir)
+        return self._stopping is not None
+
+    def _stop(self, step: int) -> None:
+        """Every running simulation has come back: save where the study is, and end the phase."""
+        assert self._stopping is not None
+        self._scheduled = []  # still "pending" in the state: a resume submits them
+        self.study.save()
+        self.study.ctx.journal.finish_step(step, "failed", f"interrupted: {self._stopping}")
+        raise StudyStopped(self._stopping)
+
+    def _hold(self, condition: ConditionState, outcome: SimulationOutcome | None, error: str | None) -> None:
+        """An attempt that came back while stopping: left for the resume, never decided on now.
+
+        A finished one is journalled with its outcome (the resume settles it, as after a kill); one the
+        stop interrupted, or whose worker the stop took down, is neither a failure nor a retry: its task
+        goes back to pending and it continues from its checkpoint when the run resumes.
+        """
+        if outcome is not None and outcome.result.failure_class != "stopped":
+            condition.save_outcome(self.study.ctx.run_dir, outcome)
+            self._journal_attempt(condition, outcome, error)
+            return
+        why = outcome.result.message if outcome else f"{error} (while stopping)"
+        task = self.study.ctx.journal.find_task(self.study.state.run_id, condition.task_key)
+        if task is not None:
+            self.study.ctx.journal.update_task(task.id, status="pending", error=why)
+        self.study.save()
+        self.study.notify("simulate", f"{condition.task_key} interrupted: {why}")
+
     # --- results ----------------------------------------------------------------------------------
     def _collect(self, handle: TaskHandle) -> None:
         condition = self._handles.pop(handle)
@@ -127,6 +173,11 @@ class ConditionRunner:
             worker_lost, error = True, str(exc)
         except TaskError as exc:
             error = str(exc)
+        if outcome is not None and outcome.result.failure_class == "stopped":
+            self._stopping = self._stopping or stop_reason(self.study.ctx.run_dir) or outcome.result.message
+        if self._stopping is not None:
+            self._hold(condition, outcome, error)
+            return
         if outcome is not None:
             condition.save_outcome(self.study.ctx.run_dir, outcome)
         self._journal_attempt(condition, outcome, error)

@@ -18,6 +18,7 @@ from sciagent.workflows.study.advisor import ModelAdvisor
 from sciagent.workflows.study.guardrails import DEFAULT_LIMITS, Limits
 from sciagent.workflows.study.policy import DEFAULT_RETRY_LIMITS, RetryLimits
 from sciagent.workflows.study.state import StudyState
+from sciagent.workflows.study.stopping import stop_path
 
 Notify = Callable[[str, str], None]  # (phase, message) for the person watching
 
@@ -44,6 +45,11 @@ class StudyContext:
     def work_root(self) -> Path:
         """The root of the simulations' work directories, as the executing machine sees it."""
         return self.remote_root or self.run_dir
+
+    @property
+    def stop_file(self) -> str | None:
+        """The stop request's file as the simulations see it; None on a remote site, which cannot."""
+        return None if self.remote_root else str(stop_path(self.run_dir))
 
 
 class Study:

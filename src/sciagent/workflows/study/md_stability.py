@@ -4,8 +4,8 @@ A model proposes a thermal-stability study; guardrails make it sound and fit it 
 verdict, using a measured throughput probe; every condition runs on the executor in parallel and is
 adapted in bounded rounds (``condition_runner``); then the report is written. The phase reached is
 saved with the state after every change and every step is journalled, so ``resume`` continues a run
-killed in any phase: a recorded plan is not asked for again, a finished probe is reused, finished
-simulations are kept and interrupted ones continue from their checkpoints.
+killed or stopped (``stopping.py``) in any phase: a recorded plan is not asked for again, a finished
+probe is reused, finished simulations are kept and interrupted ones continue from their checkpoints.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from sciagent.workflows.study.probe import ThroughputProbe, check_budget_covers_
 from sciagent.workflows.study.report import write_report
 from sciagent.workflows.study.specs import SpecBuilder
 from sciagent.workflows.study.state import Phase, StudyState
+from sciagent.workflows.study.stopping import raise_if_stop_requested
 
 DEFAULT_GOAL = (
     "Assess the thermal stability of the villin headpiece at physiological and elevated temperature"
@@ -67,6 +68,7 @@ class StabilityStudy:
             platform=context.platform,
             cpu_threads=threads,
             remove_unknown_residues=context.remove_unknown_residues,
+            stop_file=context.stop_file,
         )
 
     @property
@@ -85,6 +87,7 @@ class StabilityStudy:
         for phase, following in itertools.pairwise(_PHASES):
             if _PHASES.index(self.state.phase) > _PHASES.index(phase):
                 continue
+            raise_if_stop_requested(self.study.ctx.run_dir)  # before the model, the probe, the report
             self._timed(phase, work[phase])
             self.state.phase = following
             self.study.save()

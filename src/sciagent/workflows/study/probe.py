@@ -19,6 +19,7 @@ from sciagent.workflows.study.guardrails import Throughput
 from sciagent.workflows.study.plans import StudyPlan
 from sciagent.workflows.study.specs import PROBE_STEPS, SpecBuilder
 from sciagent.workflows.study.state import ProbeRecord
+from sciagent.workflows.study.stopping import raise_if_stop_requested
 
 PROBE_COST_S = 20.0  # a probe round: worker start, preparation, minimisation, PROBE_STEPS steps
 
@@ -66,6 +67,7 @@ class ThroughputProbe:
     def _run_round(self, plan: StudyPlan) -> ProbeRecord:
         check_budget_covers_a_probe(self._study)
         state, ctx = self._study.state, self._study.ctx
+        raise_if_stop_requested(ctx.run_dir)
         state.probe_rounds += 1
         self._study.save()  # the round number is taken before anything runs: a resume uses the next one
         round_ = state.probe_rounds
@@ -79,6 +81,7 @@ class ThroughputProbe:
         what = f"round {round_}: {len(handles)} x {PROBE_STEPS} steps, {plan.solvent} solvent"
         self._study.notify("probe", what)
         results = [ctx.executor.result(handle) for handle in handles]
+        raise_if_stop_requested(ctx.run_dir)  # a stopped probe measured nothing: the resume runs a new round
         return _record(plan.solvent, round_, results, spec.timestep_fs)
 
     def _read_back(self, plan: StudyPlan) -> ProbeRecord | None:

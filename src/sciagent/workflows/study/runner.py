@@ -1,7 +1,8 @@
 """Start or resume an md-stability study: build the journal, model and executor, and record the ending.
 
-Whatever stops a run (bad input, an unreachable model, Ctrl-C, a bug) ends up in the journal as the
-run's status and an event before the error reaches the person; nothing computed is deleted. A bug (an
+Whatever stops a run (bad input, an unreachable model, Ctrl-C, SIGTERM, a stop request, a bug) ends up in
+the journal as the run's status and an event before the error reaches the person; nothing computed is
+deleted. A run stopped on request or by a signal is ``interrupted`` with the reason, and resumes. A bug (an
 exception that is not one of ours) becomes an ``InternalError`` whose traceback is in the run directory.
 """
 
@@ -17,7 +18,8 @@ from sciagent.agent.ownership import owning
 from sciagent.compute.sites import make_executor, resolve_site
 from sciagent.config import Settings
 from sciagent.crash import record_internal_error
-from sciagent.errors import SciagentError, UserError
+from sciagent.errors import SciagentError, StudyStopped, Terminated, UserError
+from sciagent.llm.base import ChatModel
 from sciagent.llm.profiles import make_model, resolve_profile
 from sciagent.workflows.dialects import recall_dialect, remember_dialect
 from sciagent.workflows.study.advisor import ModelAdvisor
@@ -26,6 +28,7 @@ from sciagent.workflows.study.guardrails import DEFAULT_LIMITS, Limits
 from sciagent.workflows.study.md_stability import DEFAULT_GOAL, StabilityStudy
 from sciagent.workflows.study.policy import RetryLimits
 from sciagent.workflows.study.state import StudyState, new_state
+from sciagent.workflows.study.stopping import clear_stop
 
 JOURNAL_FILE = "journal.sqlite"
 DEFAULT_BUDGET_S = 300.0
@@ -46,6 +49,7 @@ class RunOptions:
     approve: Callable[[str], bool] | None = None
     takeover: bool = False  # resume though the owner recorded on another host never released the run
     notify: Notify = field(default=lambda phase, message: None)
+    model: ChatModel | None = None  # built by the caller (a batch job's, still loading); else the profile's
     run_id: str | None = None  # filled in once the journal has the run, so errors can name it
 
 
@@ -64,7 +68,11 @@ class StudyRun:
 
 
 def start_study(options: RunOptions, settings: Settings) -> StudyRun:
-    """Create a run in the journal and carry the study through to its report."""
+    """Create a run in the journal and carry the study through to its report.
+
+    With ``options.run_id`` set, the run already exists: queued by ``sciagent submit`` for a batch job,
+    or stopped by its job before it saved any state. It is started under that id instead.
+    """
     workspace = settings.workspace.resolve()
     workspace.mkdir(parents=True, exist_ok=True)
     with Journal(workspace / JOURNAL_FILE) as journal:
@@ -78,9 +86,22 @@ def start_study(options: RunOptions, settings: Settings) -> StudyRun:
             "allow_unconstrained": options.allow_unconstrained,
             "remove_unknown_residues": options.remove_unknown_residues,
         }
-        run_id = options.run_id = journal.create_run(options.goal, config)
+        if options.run_id:
+            run_id = _take_queued_run(journal, workspace, options.run_id, config)
+        else:
+            run_id = options.run_id = journal.create_run(options.goal, config)
         with owning(journal, run_id, what="study"):
             return _carry(journal, run_id, workspace / run_id, options, settings, state=None)
+
+
+def _take_queued_run(journal: Journal, workspace: Path, run_id: str, config: dict[str, object]) -> str:
+    run = journal.get_run(run_id)
+    if run.status not in ("queued", "interrupted"):
+        raise UserError(f"run {run.id} is {run.status}: only a queued run can be started under its id")
+    journal.update_run_config(run.id, {**run.config, **config})
+    journal.set_run_status(run.id, "running")
+    clear_stop(workspace / run.id)  # a request left by a job that stopped before the study started
+    return run.id
 
 
 def resume_study(run_id: str, options: RunOptions, settings: Settings) -> StudyRun:
@@ -88,7 +109,8 @@ def resume_study(run_id: str, options: RunOptions, settings: Settings) -> StudyR
 
     The run keeps what was left of its own budget (only working time counts); ``options.budget_s``,
     when given, is the time it may take from now on instead. A run another process owns is refused
-    before anything is read or written (``sciagent.agent.ownership``).
+    before anything is read or written (``sciagent.agent.ownership``). The stop request that ended
+    the last session, if any, is withdrawn first.
     """
     workspace = settings.workspace.resolve()
     with Journal(workspace / JOURNAL_FILE) as journal, ExitStack() as owned:
@@ -110,6 +132,7 @@ def resume_study(run_id: str, options: RunOptions, settings: Settings) -> StudyR
         )
         if options.budget_s is not None:
             state.budget_s = state.spent_s + options.budget_s
+        clear_stop(run_dir)
         journal.close_open_steps(run.id, "interrupted: the process stopped before this step finished")
         journal.set_run_status(run.id, "running")
         left = state.budget_s - state.spent_s
@@ -128,8 +151,11 @@ def _carry(
     executor = model = None
     try:
         site = resolve_site(options.site, settings.sites)
-        profile_name, _ = resolve_profile(options.llm or settings.default_llm, settings.llm)
-        model = make_model(profile_name, settings.llm, workspace=settings.workspace)
+        if options.model is not None:  # the caller's, e.g. a batch job's model that is still loading
+            model, profile_name = options.model, options.llm or options.model.model_id
+        else:
+            profile_name, _ = resolve_profile(options.llm or settings.default_llm, settings.llm)
+            model = make_model(profile_name, settings.llm, workspace=settings.workspace)
         recall_dialect(journal, model)
         if state is None:
             budget = options.budget_s or DEFAULT_BUDGET_S
@@ -151,12 +177,15 @@ def _carry(
             remove_unknown_residues=options.remove_unknown_residues,
         )
         StabilityStudy(state, context).run()
+    except StudyStopped as exc:
+        _record_interruption(journal, run_id, exc.reason)
+        raise
     except SciagentError as exc:
         _record_failure(journal, run_id, str(exc))
         raise
-    except KeyboardInterrupt:
-        journal.add_event(run_id, "warning", "interrupted by the user; `sciagent resume` continues it")
-        journal.set_run_status(run_id, "interrupted", error="interrupted")
+    except KeyboardInterrupt as exc:
+        reason = exc.reason if isinstance(exc, Terminated) else "interrupted by the user"
+        _record_interruption(journal, run_id, reason)
         raise
     except Exception as exc:  # a bug: one line for the person, the traceback in the run directory
         internal = record_internal_error(exc, run_dir)
@@ -179,6 +208,12 @@ def _guardrail_limits(options: RunOptions) -> Limits:
     if options.allow_unconstrained:
         return Limits(constrain_hydrogens_above_fs=None)
     return DEFAULT_LIMITS
+
+
+def _record_interruption(journal: Journal, run_id: str, reason: str) -> None:
+    """Stopped with its work saved (the state is saved after every change): ``interrupted``, resumable."""
+    journal.add_event(run_id, "warning", f"{reason}; `sciagent resume {run_id}` continues it")
+    journal.set_run_status(run_id, "interrupted", error=reason)
 
 
 def _record_failure(journal: Journal, run_id: str, message: str) -> None:

@@ -21,12 +21,14 @@ def condition_seed(temperature: float, replica: int) -> int:
 
 @dataclass(frozen=True)
 class SpecBuilder:
-    """What every spec of the study shares: the structure, the platform and the threads per worker."""
+    """What every spec of the study shares: the structure, the platform, the threads per worker, and the
+    stop request's file (``workflows/study/stopping.py``) where the simulations share this filesystem."""
 
     structure: str
     platform: str = "auto"
     cpu_threads: int | None = None
     remove_unknown_residues: bool = False
+    stop_file: str | None = None
 
     def probe(self, plan: StudyPlan) -> MDSpec:
         """A short run of the plan's system at its lowest temperature, at safe settings.
@@ -85,6 +87,7 @@ class SpecBuilder:
             platform=self.platform,
             cpu_threads=self.cpu_threads,
             remove_unknown_residues=self.remove_unknown_residues,
+            stop_file=self.stop_file,
             minimize_max_iterations=_MINIMIZE_ITERATIONS,
             **fields,
         )
