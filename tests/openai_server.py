@@ -164,13 +164,13 @@ class OpenAIServer:
         models: the model ids ``GET /v1/models`` lists when nothing is scripted for that path.
     """
 
-    def __init__(self, models: list[str] | None = None) -> None:
+    def __init__(self, models: list[str] | None = None, port: int = 0) -> None:
         self.models = list(models) if models is not None else ["test-model"]
         self.requests: list[RecordedRequest] = []
         self._queues: dict[str, deque[Reply]] = {}
         self._responder: Callable[[RecordedRequest], Reply] | None = None
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), _make_handler(self))  # 0: a free port
         self._httpd.daemon_threads = True  # a slow reply must not hold up shutdown
         self._thread = threading.Thread(
             target=self._httpd.serve_forever,

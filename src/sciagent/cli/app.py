@@ -18,6 +18,7 @@ from sciagent.agent.journal import JOURNAL_FILENAME, Journal
 from sciagent.agent.session import CHEM_KIND, EVAL_KIND, MCP_KIND, SESSION_KIND, run_kind
 from sciagent.cli import ask as cli_ask
 from sciagent.cli import eval as cli_eval
+from sciagent.cli import jobs as cli_jobs
 from sciagent.cli import study as cli_study
 from sciagent.cli import tools as cli_tools
 from sciagent.cli.approval import approve_command
@@ -63,6 +64,8 @@ app.command("eval")(cli_eval.eval_command)
 app.command("chat")(cli_ask.chat_command)
 app.command("tell")(cli_ask.tell_command)
 app.command("approve")(approve_command)
+app.command("submit")(cli_jobs.submit_command)
+app.add_typer(cli_jobs.job_app, name="job")
 app.add_typer(llm_app, name="llm")
 app.add_typer(auth_app, name="auth")
 app.add_typer(sites_app, name="sites")
@@ -175,6 +178,7 @@ def show(
         cli_ask.show_session(run_id, settings_for(workspace))
     else:
         cli_study.show(run_id, workspace)
+    cli_study.show_jobs(run_id, workspace)  # a run carried through batch jobs (sciagent submit)
 
 
 def _run_kind(run_id: str, workspace: Path | None) -> str:

@@ -11,6 +11,7 @@ from sciagent.agent.journal import Journal
 from sciagent.agent.journal_rows import one_line
 from sciagent.agent.ownership import owner_note
 from sciagent.agent.session import run_kind
+from sciagent.workflows.jobs.records import jobs_of
 
 # Colour by outcome so a failure stands out in a long timeline.
 _STATUS_STYLES = {
@@ -83,6 +84,27 @@ def timeline_table(journal: Journal, run_id: str) -> Table:
     for entry in journal.timeline(run.id):
         table.add_row(_clock(entry.time), entry.kind, _status(entry.status), entry.description)
     return table
+
+
+def jobs_table(journal: Journal, run_id: str) -> Table | None:
+    """The batch jobs that carried a run (``sciagent submit`` and its continuations); None if it had none."""
+    jobs = jobs_of(journal, run_id)
+    if not jobs:
+        return None
+    table = Table(title=f"Batch jobs of run {run_id}")
+    for column in ("job", "id", "submitted", "started", "ended", "host", "why it ended", "allocation"):
+        table.add_column(column, overflow="fold" if column in ("why it ended", "allocation") else "ellipsis")
+    for job in jobs:
+        moments = (job.submitted_at, job.started_at, job.ended_at)
+        times = [_clock(moment) if moment else "" for moment in moments]
+        spent = ", ".join(f"{key} {value}" for key, value in (job.allocation or {}).items() if _scalar(value))
+        reason = job.end_reason or ""
+        table.add_row(str(job.index), job.job_id, *times, job.host or "", reason, one_line(spent))
+    return table
+
+
+def _scalar(value: object) -> bool:
+    return isinstance(value, (str, int, float)) and not isinstance(value, bool)
 
 
 def transcript_table(journal: Journal, session_id: str) -> Table:

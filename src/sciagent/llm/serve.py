@@ -38,6 +38,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -80,9 +81,20 @@ class ServerHandle:
 
 
 def server_command(
-    backend: Backend, *, model: str | None, port: int, host: str, tensor_parallel_size: int = 1
+    backend: Backend,
+    *,
+    model: str | None,
+    port: int,
+    host: str,
+    tensor_parallel_size: int = 1,
+    threads: int | None = None,
+    gpu_memory_fraction: float | None = None,
 ) -> tuple[list[str], dict[str, str]]:
-    """The argv and the extra environment for ``backend``; raises ConfigError if it cannot run here."""
+    """The argv and the extra environment for ``backend``; raises ConfigError if it cannot run here.
+
+    ``threads`` is llama.cpp's ``--n_threads`` (default ``default_threads()``); ``gpu_memory_fraction``
+    is vLLM's ``--gpu-memory-utilization`` (default vLLM's own).
+    """
     env = {"NO_PROXY": _no_proxy(host), "no_proxy": _no_proxy(host)}
     if backend == "llama-cpp":
         if importlib.util.find_spec("llama_cpp") is None or importlib.util.find_spec("uvicorn") is None:
@@ -92,7 +104,7 @@ def server_command(
         gguf = Path(model) if model else bundled_model_path()
         if not gguf.is_file():
             raise ConfigError(f"model file {gguf} not found: --model takes a path to a .gguf file")
-        threads = default_threads()
+        threads = threads or default_threads()
         argv = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", gguf.stem]
         argv += ["--host", host, "--port", str(port), "--n_threads", str(threads), "--n_ctx", "4096"]
         return argv, env
@@ -114,6 +126,8 @@ def server_command(
         env["VLLM_WORKER_MULTIPROC_METHOD"] = os.environ.get("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
     argv = [*launcher, "serve", model, "--host", host, "--port", str(port), "--dtype", "bfloat16"]
     argv += ["--tensor-parallel-size", str(tensor_parallel_size)]
+    if gpu_memory_fraction is not None:
+        argv += ["--gpu-memory-utilization", f"{gpu_memory_fraction:g}"]
     return argv, env
 
 
@@ -126,8 +140,16 @@ def start_server(
     workdir: Path,
     ready_timeout_s: float = 600.0,
     tensor_parallel_size: int = 1,
+    env: Mapping[str, str] | None = None,
+    preexec: Callable[[], None] | None = None,
+    threads: int | None = None,
+    gpu_memory_fraction: float | None = None,
 ) -> ServerHandle:
     """Start a server and return once it answers ``GET /v1/models``.
+
+    ``env`` is added to the server's environment last (e.g. the GPUs it may see); ``preexec`` runs
+    in the child before the server does (e.g. pinning it to its CPUs, which every process it starts
+    inherits); ``threads`` and ``gpu_memory_fraction`` go to ``server_command``.
 
     Raises:
         ConfigError: the backend is missing, the model is not found, or the port is taken.
@@ -135,7 +157,13 @@ def start_server(
             stopped); the message ends with the last lines of its log.
     """
     argv, extra_env = server_command(
-        backend, model=model, port=port, host=host, tensor_parallel_size=tensor_parallel_size
+        backend,
+        model=model,
+        port=port,
+        host=host,
+        tensor_parallel_size=tensor_parallel_size,
+        threads=threads,
+        gpu_memory_fraction=gpu_memory_fraction,
     )
     workdir.mkdir(parents=True, exist_ok=True)
     pid_file = _pid_file(workdir, port)
@@ -151,11 +179,12 @@ def start_server(
 
     key = register_secret(secrets.token_urlsafe(32)) or ""
     write_atomic(key_file(workdir, port), key, mode=0o600)  # before the server can answer anyone
-    env = {k: v for k, v in os.environ.items() if k not in _PROXY_VARS} | extra_env | {KEY_ENV[backend]: key}
+    inherited = {k: v for k, v in os.environ.items() if k not in _PROXY_VARS}
+    server_env = inherited | extra_env | dict(env or {}) | {KEY_ENV[backend]: key}
     log_file = workdir / f"llm-server-{port}.log"
     log.info("starting %s server: %s (log %s)", backend, " ".join(argv), log_file)
     try:
-        process = _launch(argv, env, log_file)
+        process = _launch(argv, server_env, log_file, preexec)
     except OSError as exc:
         raise ConfigError(f"could not start {argv[0]}: {exc.strerror or exc}") from exc
     handle = ServerHandle(
@@ -176,7 +205,9 @@ def start_server(
     return handle
 
 
-def _launch(argv: list[str], env: dict[str, str], log_file: Path) -> subprocess.Popen[bytes]:
+def _launch(
+    argv: list[str], env: dict[str, str], log_file: Path, preexec: Callable[[], None] | None = None
+) -> subprocess.Popen[bytes]:
     """The one place a server process is created: its own session, output to ``log_file``."""
     with open(log_file, "ab") as out:
         process = subprocess.Popen(
@@ -186,6 +217,7 @@ def _launch(argv: list[str], env: dict[str, str], log_file: Path) -> subprocess.
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=preexec,
         )
     _children[process.pid] = process
     return process

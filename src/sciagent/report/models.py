@@ -79,6 +79,31 @@ class VerdictOutlook(BaseModel):
     reason: str  # why no verdict was possible, e.g. "still drifting after 20 ps"
 
 
+class JobAllocation(BaseModel):
+    """One batch job's device-seconds, by what the devices were doing (``workflows/jobs/allocation.py``).
+
+    ``model_starting``: the model's devices while its server loaded and passed the health gate;
+    ``model_serving``: the model's devices after that; ``simulating``: simulation devices running MD
+    (from each simulation's segments); ``idle``: simulation devices with nothing to run (waiting on the
+    model or on each other); ``continuation``: this job's share spent stopping, checkpointing and
+    submitting the next job. Their sum is ``devices * elapsed_s``.
+    """
+
+    index: int  # 0: the first job of the run
+    job_id: str
+    devices: int  # model's plus the simulations'
+    elapsed_s: float
+    model_starting: float = 0.0
+    model_serving: float = 0.0
+    simulating: float = 0.0
+    idle: float = 0.0
+    continuation: float = 0.0
+
+    @property
+    def total(self) -> float:
+        return self.devices * self.elapsed_s
+
+
 class StudyRecord(BaseModel):
     """Everything a report shows about one study."""
 
@@ -96,3 +121,4 @@ class StudyRecord(BaseModel):
     provenance: Provenance
     budget_s: float | None = None  # the study's wall-time budget; None in records made before it was kept
     outlook: VerdictOutlook | None = None  # set when a verdict needs more than the budget allowed
+    allocation: list[JobAllocation] = []  # set when the run was carried by batch jobs (``sciagent submit``)

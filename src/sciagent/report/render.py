@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from sciagent.atomic import write_atomic
 from sciagent.errors import UserError
 from sciagent.redaction import scrub
+from sciagent.report.allocation import allocation_table
 from sciagent.report.attribution import NumberCheck, check_text
 from sciagent.report.findings import FINDINGS_LABEL, findings
 from sciagent.report.models import Adaptation, StudyRecord, VerdictOutlook
@@ -183,6 +184,7 @@ def _context(
         "check_line": check.summary(),
         "check": check,
         "provenance": _provenance(record),
+        "allocation": allocation_table(record.allocation),
     }
 
 

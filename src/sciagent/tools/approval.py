@@ -120,7 +120,7 @@ class ApprovalPolicy:
         """What this policy decides for one validated call of ``tool``, with its preview."""
         effects, site = self.effects_of(tool, arguments, context)
         preview = _preview(tool, arguments, context, site)
-        decision, reason = self._decide(tool.name, effects, preview.facts)
+        decision, reason = self.decide(tool.name, effects, preview.facts)
         dumped = arguments.model_dump(mode="json")
         return ApprovalRequest(tool.name, dumped, effects, decision, reason, preview, call_id)
 
@@ -155,9 +155,11 @@ class ApprovalPolicy:
             return True
         return any(rule.decision == "allow" and _names(rule, tool.name) for rule in self.rules)
 
-    def _decide(
+    def decide(
         self, tool: str, effects: frozenset[Effect], facts: Mapping[str, Any]
     ) -> tuple[ApprovalDecision, str]:
+        """The decision and its reason for an action named ``tool`` with these effects and facts; also for
+        what is not a catalogue tool (``sciagent submit`` is decided as ``submit``, which ``spends``)."""
         decided: list[tuple[ApprovalDecision, str]] = []
         for effect in sorted(effects):
             decided.append(self._decide_effect(tool, effect, facts))

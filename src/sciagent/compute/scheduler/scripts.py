@@ -76,7 +76,7 @@ def write_job_script(
     steps = max(1, round(length_ps * 1000 / timestep_fs))
     platform = site.platform if site.platform != "auto" else ("CPU" if not site.accelerators else "auto")
     devices = site.accelerators
-    text = _template().render(
+    text = job_template("openmm_job.sh.j2").render(
         description=f"{length_ps:g} ps of {structure} at {temperature_k:g} K, {timestep_fs:g} fs steps",
         site=site_name,
         asks=", ".join(
@@ -101,7 +101,9 @@ def write_job_script(
     return request
 
 
-def _template() -> jinja2.Template:
+def job_template(name: str) -> jinja2.Template:
+    """A job-script template of ``compute/templates``, with the ``q`` (shell quote) and ``line`` (one
+    comment line, ``one_line``) filters every job script renders its values through."""
     environment = jinja2.Environment(
         loader=jinja2.PackageLoader("sciagent.compute", "templates"),
         undefined=jinja2.StrictUndefined,
@@ -110,4 +112,4 @@ def _template() -> jinja2.Template:
     )
     environment.filters["q"] = lambda value: shlex.quote(str(value))
     environment.filters["line"] = one_line
-    return environment.get_template("openmm_job.sh.j2")
+    return environment.get_template(name)

@@ -20,6 +20,10 @@ QUEUE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"  # a Slurm partition or a PBS 
 ACCOUNT_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 WALLTIME = r"^\d{1,3}:[0-5]\d:[0-5]\d$"
 FILESYSTEMS = r"^[A-Za-z0-9_]+(:[A-Za-z0-9_]+)*$"  # PBS ``-l filesystems=home:flare``
+SELECT_OPTIONS = r"^[A-Za-z0-9_]+=[A-Za-z0-9_.]+(:[A-Za-z0-9_]+=[A-Za-z0-9_.]+)*$"  # PBS ``ngpus=4``
+JOB_NAME = r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$"  # PBS wants a letter first
+JOB_ID = r"^[0-9]+(_[0-9]+)?(\.[A-Za-z0-9_-]+)*$"  # Slurm ``123`` or ``123_4``, PBS ``1000.server``
+DIRECTIVE_PATH = r"^/[A-Za-z0-9_.+/-]+$"  # an absolute path in a ``#PBS -o`` / ``#SBATCH --output`` line
 # A file in the session directory: relative, each part starting with a letter, digit or '_', single dots.
 _PART = r"[A-Za-z0-9_][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*"
 SESSION_FILE = rf"^{_PART}(/{_PART}){{0,7}}$"

@@ -58,6 +58,7 @@ class AskOptions:
     allow_unsandboxed_code: bool = False  # run model-written code even where bubblewrap is missing
     takeover: bool = False  # resume though the owner recorded on another host never released it
     on_session: Callable[[str], None] | None = None  # told the session's id once it exists (to name it)
+    queued_id: str | None = None  # a new session queued by `sciagent submit --ask`: started under this id
 
 
 @dataclass(frozen=True)
@@ -169,7 +170,10 @@ def open_session(
         recall_dialect(journal, model)
         if session_id is None:
             config = {"llm": llm, "site": site, "mcp": list(servers)}
-            record = SessionJournal.create(journal, question or "", config)
+            if options.queued_id is not None:
+                record = _take_queued(journal, options.queued_id, config)
+            else:
+                record = SessionJournal.create(journal, question or "", config)
             owned.enter_context(owning(journal, record.session_id, what="session"))
         if options.on_session is not None:
             options.on_session(record.session_id)
@@ -219,6 +223,16 @@ def open_session(
             raise
         finally:
             board.close()
+
+
+def _take_queued(journal: Journal, session_id: str, config: dict[str, object]) -> SessionJournal:
+    record = SessionJournal.open(journal, session_id)
+    run = journal.get_run(record.session_id)
+    if run.status != "queued" or journal.steps(run.id):
+        raise UserError(f"session {run.id} is {run.status}: `sciagent resume {run.id}` continues it")
+    journal.update_run_config(run.id, {**run.config, **config})
+    journal.set_run_status(run.id, "running")
+    return record
 
 
 def session_catalogue(skills: SkillLibrary, external: list[Tool]) -> ToolRegistry:

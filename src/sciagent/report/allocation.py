@@ -1,0 +1,51 @@
+"""The report's allocation table: where a run's device-seconds went, job by job.
+
+A run carried by batch jobs (``sciagent submit``) is charged for every device of every job whatever it
+did, so the table shows what the devices did, and the one number a facility user asks first: the
+fraction of the allocation that produced simulation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sciagent.report.models import JobAllocation
+
+CATEGORIES: tuple[tuple[str, str], ...] = (
+    ("model_starting", "model starting"),
+    ("model_serving", "model serving"),
+    ("simulating", "simulating"),
+    ("idle", "idle"),
+    ("continuation", "continuation"),
+)
+HEADER = ("job", "job id", "devices", "elapsed (s)", *(label + " (device-s)" for _, label in CATEGORIES))
+
+
+@dataclass(frozen=True)
+class AllocationTable:
+    """Display strings for both report formats: one row per job, a total row, the simulation fraction."""
+
+    header: tuple[str, ...]
+    rows: list[tuple[str, ...]]
+    simulation_fraction: float
+
+    @property
+    def fraction_line(self) -> str:
+        return f"{self.simulation_fraction:.0%} of the allocation's device-seconds produced simulation."
+
+
+def allocation_table(jobs: list[JobAllocation]) -> AllocationTable | None:
+    """The table, or None for a run that no batch job carried (or whose jobs used no time yet)."""
+    total = sum(job.total for job in jobs)
+    if not jobs or total <= 0:
+        return None
+    rows = [_row(job) for job in jobs]
+    sums = {name: sum(getattr(job, name) for job in jobs) for name, _ in CATEGORIES}
+    elapsed = sum(job.elapsed_s for job in jobs)
+    rows.append(("all", "", "", f"{elapsed:.0f}", *(f"{sums[name]:.0f}" for name, _ in CATEGORIES)))
+    return AllocationTable(HEADER, rows, sums["simulating"] / total)
+
+
+def _row(job: JobAllocation) -> tuple[str, ...]:
+    cells = (f"{getattr(job, name):.0f}" for name, _ in CATEGORIES)
+    return (str(job.index + 1), job.job_id, str(job.devices), f"{job.elapsed_s:.0f}", *cells)
