@@ -74,7 +74,7 @@ def test_the_pbs_pro_script_for_a_polaris_like_site_and_its_dependent_submission
         "#PBS -N sciagent-20261207-101500-ab12", "#PBS -A MYPROJ", "#PBS -q debug",
         "#PBS -l select=1:ncpus=64:ngpus=4", "#PBS -l walltime=01:00:00", "#PBS -l filesystems=home:eagle",
         f"#PBS -o {spec.jobs_dir.resolve()}/job-0.out", "#PBS -l place=scatter",
-        f"cd {shlex.quote(str(spec.workspace.resolve()))}",
+        f"cd {shlex.quote(str(spec.start_dir.resolve()))}",
         f"exec sciagent job run --spec {shlex.quote(str(spec_path.resolve()))}",
     ):  # fmt: skip
         assert expected in lines, (expected, text)

@@ -28,7 +28,6 @@ from slurm_cluster import PARTITION
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.whole_machine,  # one CPU for the model, one for the simulations: the whole test machine
     pytest.mark.hpc,
     pytest.mark.xdist_group("slurm"),
     pytest.mark.timeout(1200),
@@ -90,7 +89,7 @@ def _wait_for_the_end(project: Path, env: dict[str, str], timeout_s: float) -> t
 
 @pytest.fixture(scope="module")
 def continued_run(slurm_cluster: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """A study submitted with a 2-minute walltime and a 150 s budget: it must continue in a second job."""
+    """A study submitted with a 2-minute walltime and a 120 s budget: it must continue in a second job."""
     project = tmp_path_factory.mktemp("project")
     (project / "sciagent.toml").write_text(SITE + NO_EXTENSIONS)
     env = _env(slurm_cluster)
@@ -98,7 +97,8 @@ def continued_run(slurm_cluster: dict[str, str], tmp_path_factory: pytest.TempPa
         project,
         "submit",
         GOAL,
-        *["--site", "testslurm", "--walltime", "2m", "--budget", "150s", "--margin", "45s"],
+        *["--site", "testslurm", "--walltime", "2m", "--budget", "120s", "--margin", "45s"],
+        "--max-continuations=5",
         *["--llm-in-job", "llama-cpp", "--llm-devices", "1", "--yes"],
         env=env,
     )
@@ -135,6 +135,16 @@ def test_a_run_too_long_for_its_walltime_continues_in_a_second_job_and_completes
     assert last.end_reason == f"run {continued_run['run_id']} completed", last.end_reason
     for job_id in job_ids:
         assert job_id in continued_run["show"]  # `sciagent show RUN` lists the run's jobs
+
+    # A continuation's plan is fixed: its study resumes while the model is still loading.
+    messages = [m for (m,) in _rows(continued_run["project"], "SELECT message FROM events ORDER BY id")]
+    for job in jobs[1:]:
+        resumed = next(i for i, m in enumerate(messages) if m.startswith("resumed in phase simulate"))
+        ready = messages.index(
+            next(m for m in messages if m.startswith(f"job {job.job_id}: the model server"))
+        )
+        assert resumed < ready, messages
+        messages = messages[ready + 1 :]
 
     # No MD step computed twice: each simulation's segments are contiguous, and one spans both jobs.
     spanning = 0
@@ -306,3 +316,42 @@ def test_a_question_with_a_remote_model_is_interrupted_at_its_walltime_and_resum
     report = (tmp_path / "sciagent-runs" / "sessions" / run_id / "report.md").read_text()
     assert "The villin headpiece (PDB" in report and "| status | answered |" in report
     assert all(job.allocation and job.allocation["devices"] >= 1 for job in jobs)
+
+
+def test_an_early_warning_from_the_scheduler_does_not_stop_a_job_far_from_its_end(
+    slurm_cluster: dict[str, str], tmp_path: Path
+) -> None:
+    """Slurm sends ``--signal`` up to 60 s early: the supervisor reads the end time again and keeps working.
+
+    The warning is sent by hand (``scancel --batch --signal=USR1``) minutes before the end; the session,
+    whose model takes 40 s to answer, still finishes in its one job.
+    """
+    answer = "The villin headpiece has 35 residues."
+    with OpenAIServer() as server:
+        server.script(slow_reply(40, text_reply(answer)))
+        server.respond(lambda request: text_reply(answer))
+        (tmp_path / "sciagent.toml").write_text(
+            SITE + f'[llm.remote]\nkind = "openai"\nbase_url = "{server.base_url}"\nmodel = "remote-model"\n'
+            "timeout_s = 300\nmax_retries = 0\n"
+        )
+        env = _env(slurm_cluster)
+        submitted = _sciagent(
+            tmp_path,
+            "submit",
+            "How many residues does the villin headpiece have?",
+            *["--ask", "--llm", "remote", "--site", "testslurm", "--walltime", "10m", "--yes"],
+            env=env,
+        )
+        assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+        deadline = time.monotonic() + 120
+        while not server.requests and time.monotonic() < deadline:  # the session is waiting on its model
+            time.sleep(0.5)
+        (job_id,) = [job.job_id for job in _jobs(tmp_path, _run_row(tmp_path)[0])]
+        warned = subprocess.run(["scancel", "--batch", "--signal=USR1", job_id], env=env, capture_output=True)
+        assert warned.returncode == 0, warned.stderr
+        run_id, status, error = _wait_for_the_end(tmp_path, env, timeout_s=300)
+    assert status == "completed", error
+    (job,) = _jobs(tmp_path, run_id)
+    assert job.end_reason == f"session {run_id} ended: answered"
+    notes = [m for (m,) in _rows(tmp_path, "SELECT message FROM events")]
+    assert any(m.startswith(f"job {job_id}: the scheduler warned early (SIGUSR1)") for m in notes), notes

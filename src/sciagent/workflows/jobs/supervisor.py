@@ -69,7 +69,8 @@ SIGNAL_REASONS = {
     signal.SIGTERM: "SIGTERM from the scheduler (the walltime, or the job was cancelled)",
     signal.SIGINT: "interrupted (SIGINT)",
 }
-STOP_SIGNALS = tuple(SIGNAL_REASONS)
+INTERRUPT = signal.SIGUSR2  # sent to our own main thread to interrupt a session at a stop
+STOP_SIGNALS = (*SIGNAL_REASONS, INTERRUPT)
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,7 @@ class Supervisor:
         self.model_failure: str | None = None  # the served model failed in the background, with no fallback
         self._interrupt_on_stop = False  # a session is running: a stop interrupts the main thread
         self._timer: threading.Timer | None = None
+        self._margin_s = 0.0
 
     def run(self) -> JobEnd:
         run = self.journal.get_run(self.spec.run_id)
@@ -113,7 +115,8 @@ class Supervisor:
             with self._stop_signals_handled():
                 self.split = split_node(self.site, self.spec.model_in_job)
                 margin = stop_margin_s(REPORT_WAIT_S, STOP_S, self.spec.margin_s)
-                self._arm_walltime(ends_at, margin)
+                self._margin_s = margin
+                self._arm_walltime(ends_at)
                 return self._carry(margin)
         except SciagentError as exc:
             self.journal.add_event(run.id, "error", f"job {self.job_id}: {exc}")
@@ -277,6 +280,10 @@ class Supervisor:
             self.journal.add_event(
                 self.spec.run_id, "warning", f"using the fallback profile {self.spec.fallback_llm}"
             )
+        else:
+            ready_s = time.monotonic() - self.clock.started
+            passed = f"job {self.job_id}: the model server passed its health gate ({ready_s:.1f} s)"
+            self.journal.add_event(self.spec.run_id, "info", passed)
         self.clock.model_ready = time.monotonic()
 
     def _connect(self) -> ChatModel:
@@ -306,9 +313,13 @@ class Supervisor:
             self.clock.mark_stop()
             request_stop(self.spec.run_dir, reason)
 
-    def _arm_walltime(self, ends_at: float | None, margin_s: float) -> None:
+    def _arm_walltime(self, ends_at: float | None) -> None:
+        """Stop ``margin`` before ``ends_at`` (a timer, re-armed when the scheduler's end time changes)."""
         if ends_at is None:
             return
+        if self._timer is not None:
+            self._timer.cancel()
+        margin_s = self._margin_s
         delay = ends_at - margin_s - time.time()
         when = datetime.fromtimestamp(ends_at).strftime("%H:%M:%S")
         reason = f"the job's walltime ends at {when}: stopped {margin_s:.0f} s before it, to continue later"
@@ -319,16 +330,34 @@ class Supervisor:
     def _walltime_reached(self, reason: str) -> None:
         self._stop(reason)
         if self._interrupt_on_stop:  # the handler below raises in the main thread
-            signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGUSR1)
+            signal.pthread_kill(threading.main_thread().ident or 0, INTERRUPT)
+
+    def _scheduler_warned(self) -> None:
+        """Slurm sends its warning up to 60 s early, and an administrator may shorten a job: the end time
+        is read again, and the stop comes at the margin before it (at once if that is already past)."""
+        try:
+            ends_at = job_end_time()
+        except SciagentError:
+            ends_at = None
+        if ends_at is not None and ends_at - self._margin_s - time.time() > 1.0:
+            self._arm_walltime(ends_at)
+            stop_at = datetime.fromtimestamp(ends_at - self._margin_s).strftime("%H:%M:%S")
+            early = f"job {self.job_id}: the scheduler warned early (SIGUSR1); the stop stays at {stop_at}"
+            self.journal.add_event(self.spec.run_id, "info", early)
+            return
+        self._walltime_reached(SIGNAL_REASONS[signal.SIGUSR1])
 
     @contextmanager
     def _stop_signals_handled(self) -> Iterator[None]:
         """Each stop signal requests the stop, whatever disposition the job inherited (nohup ignores some)."""
 
         def on_signal(number: int, frame: FrameType | None) -> None:
-            self._stop(SIGNAL_REASONS[signal.Signals(number)])
-            if self._interrupt_on_stop:
-                assert self.stop_reason is not None
+            if number == signal.SIGUSR1 and self.stop_reason is None:  # off the handler: it runs a command
+                threading.Thread(target=self._scheduler_warned, name="walltime", daemon=True).start()
+                return
+            if number != INTERRUPT:
+                self._stop(SIGNAL_REASONS[signal.Signals(number)])
+            if self._interrupt_on_stop and self.stop_reason is not None:
                 raise Terminated(self.stop_reason)
 
         previous = {number: signal.signal(number, on_signal) for number in STOP_SIGNALS}
