@@ -28,6 +28,9 @@ from slurm_cluster import PARTITION
 
 pytestmark = [
     pytest.mark.slow,
+    # The model on one CPU and the simulations on the other: the whole test machine. (Under pytest-xdist a
+    # worker is pinned to one CPU, and the test cluster's slurmd, started from it, would give a job no more.)
+    pytest.mark.whole_machine,
     pytest.mark.hpc,
     pytest.mark.xdist_group("slurm"),
     pytest.mark.timeout(1200),

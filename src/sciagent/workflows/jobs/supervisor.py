@@ -36,6 +36,7 @@ from sciagent.compute.sites import SiteConfig, resolve_site
 from sciagent.config import Settings
 from sciagent.errors import SciagentError, StudyStopped, Terminated
 from sciagent.llm.base import ChatModel
+from sciagent.llm.embedded import bundled_model_path
 from sciagent.llm.profiles import make_model
 from sciagent.report.models import JobAllocation
 from sciagent.report.render import load_record, render_report
@@ -47,7 +48,13 @@ from sciagent.workflows.jobs.continuation import (
     submit_continuation,
 )
 from sciagent.workflows.jobs.devices import NodeSplit, pin, split_node
-from sciagent.workflows.jobs.model_server import HealthGateFailed, ServedModel, check_reachable, serve_model
+from sciagent.workflows.jobs.model_server import (
+    SERVED_PROFILE,
+    HealthGateFailed,
+    ServedModel,
+    check_reachable,
+    serve_model,
+)
 from sciagent.workflows.jobs.pending_model import ModelWhenReady
 from sciagent.workflows.jobs.records import jobs_of, record_ended, record_started, record_submitted
 from sciagent.workflows.jobs.spec import JobSpec
@@ -60,7 +67,6 @@ from sciagent.workflows.study.state import StudyState
 from sciagent.workflows.study.stopping import request_stop
 
 NODE_SITE = "job-node"  # the simulations' site inside the job: this node's devices left by the model
-IN_JOB_PROFILE = "job-model"  # the profile of the model served in this job
 # A simulation asked to stop checkpoints at its next report (a fraction of a minute in a study's runs);
 # then the study saves its state and the next job is submitted.
 REPORT_WAIT_S, STOP_S = 30.0, 15.0
@@ -139,7 +145,7 @@ class Supervisor:
         options = RunOptions(
             goal=self.spec.goal,
             structure=self.spec.structure or "villin",
-            llm=IN_JOB_PROFILE if model is not None else self._profile_name(),
+            llm=SERVED_PROFILE if model is not None else self._profile_name(),
             site=NODE_SITE,
             budget_s=self.spec.budget_s if state is None else None,
             notify=self.notify,
@@ -227,7 +233,7 @@ class Supervisor:
         """The profile the study uses: the model served here, else the fallback taken, else the remote one."""
         if self.spec.model_in_job is None:
             return self.spec.llm
-        return IN_JOB_PROFILE if self.served is not None else self.spec.fallback_llm
+        return SERVED_PROFILE if self.served is not None else self.spec.fallback_llm
 
     # -- the model ------------------------------------------------------------------------------
 
@@ -294,12 +300,14 @@ class Supervisor:
     def _served_model_id(self) -> str:
         model = self.spec.model_in_job
         assert model is not None
-        return Path(model.model).stem if model.backend == "llama-cpp" and model.model else (model.model or "")
+        if model.backend == "llama-cpp":  # the server's alias for its model: the file's stem
+            return Path(model.model).stem if model.model else bundled_model_path().stem
+        return model.model or "vllm"
 
     def _settings_in_job(self) -> Settings:
         llm = dict(self.settings.llm)
         if self.served is not None:
-            llm[IN_JOB_PROFILE] = self.served.profile
+            llm[SERVED_PROFILE] = self.served.profile
         sites = dict(self.settings.sites)
         if self.split is not None:
             sites[NODE_SITE] = self.split.simulation_site
