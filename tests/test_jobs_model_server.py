@@ -158,6 +158,7 @@ def test_a_server_that_lists_models_but_fails_completions_is_stopped_at_stage_tw
 
 
 @pytest.mark.slow
+@pytest.mark.whole_machine  # a pytest-xdist worker is pinned to one CPU: the split needs two
 def test_bundled_model_on_one_cpu_thread_passes_answers_and_stops_leaving_nothing(tmp_path: Path) -> None:
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) < 2:
