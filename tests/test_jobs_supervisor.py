@@ -283,6 +283,18 @@ def _rows(project: Path, sql: str) -> list[tuple]:
         return connection.execute(sql).fetchall()
 
 
+def _submit_a_question(project: Path, server: OpenAIServer, env: dict[str, str], *times: str) -> None:
+    """``submit --ask`` to the test cluster with ``--llm remote``: the scripted ``server`` as the endpoint."""
+    (project / "sciagent.toml").write_text(
+        SITE + f'[llm.remote]\nkind = "openai"\nbase_url = "{server.base_url}"\nmodel = "remote-model"\n'
+        "timeout_s = 300\nmax_retries = 0\n"
+    )
+    question = "How many residues does the villin headpiece have?"
+    options = ["--ask", "--llm", "remote", "--site", "testslurm", *times, "--yes"]
+    submitted = _sciagent(project, "submit", question, *options, env=env)
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+
+
 def test_a_question_with_a_remote_model_is_interrupted_at_its_walltime_and_resumed_by_the_next_job(
     slurm_cluster: dict[str, str], tmp_path: Path
 ) -> None:
@@ -295,21 +307,8 @@ def test_a_question_with_a_remote_model_is_interrupted_at_its_walltime_and_resum
     with OpenAIServer() as server:
         server.script(slow_reply(150, text_reply("too late")))
         server.respond(lambda request: text_reply(answer))
-        (tmp_path / "sciagent.toml").write_text(
-            SITE + f'[llm.remote]\nkind = "openai"\nbase_url = "{server.base_url}"\nmodel = "remote-model"\n'
-            "timeout_s = 300\nmax_retries = 0\n"
-        )
         env = _env(slurm_cluster)
-        submitted = _sciagent(
-            tmp_path,
-            "submit",
-            "How many residues does the villin headpiece have?",
-            *["--ask", "--llm", "remote", "--site", "testslurm"],
-            *["--walltime", "2m", "--margin", "50s", "--budget", "10m"],
-            "--yes",
-            env=env,
-        )
-        assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+        _submit_a_question(tmp_path, server, env, "--walltime", "2m", "--margin", "50s", "--budget", "10m")
         run_id, status, error = _wait_for_the_end(tmp_path, env, timeout_s=500)
     assert status == "completed", error
     jobs = _jobs(tmp_path, run_id)
@@ -333,19 +332,8 @@ def test_an_early_warning_from_the_scheduler_does_not_stop_a_job_far_from_its_en
     with OpenAIServer() as server:
         server.script(slow_reply(40, text_reply(answer)))
         server.respond(lambda request: text_reply(answer))
-        (tmp_path / "sciagent.toml").write_text(
-            SITE + f'[llm.remote]\nkind = "openai"\nbase_url = "{server.base_url}"\nmodel = "remote-model"\n'
-            "timeout_s = 300\nmax_retries = 0\n"
-        )
         env = _env(slurm_cluster)
-        submitted = _sciagent(
-            tmp_path,
-            "submit",
-            "How many residues does the villin headpiece have?",
-            *["--ask", "--llm", "remote", "--site", "testslurm", "--walltime", "10m", "--yes"],
-            env=env,
-        )
-        assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+        _submit_a_question(tmp_path, server, env, "--walltime", "10m")
         deadline = time.monotonic() + 120
         while not server.requests and time.monotonic() < deadline:  # the session is waiting on its model
             time.sleep(0.5)
