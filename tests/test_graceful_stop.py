@@ -13,7 +13,6 @@ import csv
 import itertools
 import json
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from journal_sql import journal_rows
 from openai_server import OpenAIServer, slow_reply, text_reply
 from sciagent.cli.signals import DEFAULT_GRACE_S, SIGTERM_REASON
 from sciagent.science.md import run_md
@@ -122,20 +122,9 @@ def _workspace(tmp_path: Path, base_url: str) -> Path:
     return tmp_path
 
 
-def _rows(cwd: Path, sql: str) -> list[tuple]:
-    path = cwd / "sciagent-runs" / "journal.sqlite"
-    if not path.exists():
-        return []
-    try:
-        with sqlite3.connect(path) as connection:
-            return connection.execute(sql).fetchall()
-    except sqlite3.OperationalError:  # the schema is being created
-        return []
-
-
 def _running_simulations(cwd: Path) -> list[Path]:
     """Work directories of conditions that have written a periodic checkpoint past step 0."""
-    runs = _rows(cwd, "SELECT id FROM runs")
+    runs = journal_rows(cwd, "SELECT id FROM runs")
     if not runs:
         return []
     metas = (cwd / "sciagent-runs" / runs[0][0]).glob("conditions/*/run1/checkpoint.json")
@@ -163,14 +152,14 @@ def test_sigterm_stops_a_run_that_inherited_it_ignored_and_resume_completes_it(t
             took = time.monotonic() - sent
         finally:
             process.kill()
-        (run_id,) = _rows(cwd, "SELECT id FROM runs")[0]
+        (run_id,) = journal_rows(cwd, "SELECT id FROM runs")[0]
         run_dir = cwd / "sciagent-runs" / run_id
         assert process.returncode == 1 and took < DEFAULT_GRACE_S, (took, stderr)
         assert "Traceback" not in stderr
         errors = [line for line in stderr.splitlines() if line.startswith("error:")]
         assert errors == [f"error: {SIGTERM_REASON}: `sciagent resume {run_id}` continues the run"]
-        assert _rows(cwd, "SELECT status, error FROM runs") == [("interrupted", SIGTERM_REASON)]
-        events = [m for (m,) in _rows(cwd, "SELECT message FROM events WHERE level = 'warning'")]
+        assert journal_rows(cwd, "SELECT status, error FROM runs") == [("interrupted", SIGTERM_REASON)]
+        events = [m for (m,) in journal_rows(cwd, "SELECT message FROM events WHERE level = 'warning'")]
         assert f"{SIGTERM_REASON}; `sciagent resume {run_id}` continues it" in events
         state = json.loads((run_dir / "state.json").read_text())
         interrupted = [c for c in state["conditions"] if c["status"] == "running"]
@@ -189,7 +178,7 @@ def test_sigterm_stops_a_run_that_inherited_it_ignored_and_resume_completes_it(t
                                  capture_output=True, text=True, timeout=400)  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr
     assert not stop_path(run_dir).exists()  # the stale request was withdrawn, or it would stop at once
-    assert _rows(cwd, "SELECT status FROM runs") == [("completed",)]
+    assert journal_rows(cwd, "SELECT status FROM runs") == [("completed",)]
     results = json.loads(Path(json.loads(resumed.stdout)["results_json"]).read_text())
     for condition in results["record"]["conditions"]:
         assert condition["status"] == "completed"
@@ -228,7 +217,7 @@ def test_sigterm_ends_an_ask_session_interrupted_with_the_command_that_resumes_i
             _, stderr = process.communicate(timeout=30)
         finally:
             process.kill()
-    ((session_id, status, error),) = _rows(tmp_path, "SELECT id, status, error FROM runs")
+    ((session_id, status, error),) = journal_rows(tmp_path, "SELECT id, status, error FROM runs")
     assert process.returncode == 1 and "Traceback" not in stderr, stderr
     errors = [line for line in stderr.splitlines() if line.startswith("error:")]
     assert errors == [f"error: {SIGTERM_REASON}: `sciagent resume {session_id}` continues it"]

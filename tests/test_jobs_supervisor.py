@@ -12,7 +12,6 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from journal_sql import journal_rows
 from openai_server import OpenAIServer, slow_reply, text_reply
 from sciagent.agent.journal import Journal
 from sciagent.science.segments import read_segments
@@ -38,6 +38,7 @@ pytestmark = [
 
 GOAL = "Assess the thermal stability of the villin headpiece at 300 K and 400 K"
 SITE = f'[sites.testslurm]\nkind = "parsl"\nprovider = "slurm"\npartition = "{PARTITION}"\n'
+MESSAGES = "SELECT message FROM events"
 NO_EXTENSIONS = "[study]\nextensions = 0\n"  # a run cut short by the budget is not extended: deterministic
 SCRIPTED_PLAN = {
     "reference_temperature_k": 300,
@@ -73,8 +74,8 @@ def _sciagent(
 
 
 def _run_row(project: Path) -> tuple[str, str, str | None]:
-    with sqlite3.connect(project / "sciagent-runs" / "journal.sqlite") as connection:
-        return connection.execute("SELECT id, status, error FROM runs").fetchone()
+    (row,) = journal_rows(project, "SELECT id, status, error FROM runs")
+    return row
 
 
 def _wait_for_the_end(project: Path, env: dict[str, str], timeout_s: float) -> tuple[str, str, str | None]:
@@ -140,7 +141,7 @@ def test_a_run_too_long_for_its_walltime_continues_in_a_second_job_and_completes
         assert job_id in continued_run["show"]  # `sciagent show RUN` lists the run's jobs
 
     # A continuation's plan is fixed: its study resumes while the model is still loading.
-    messages = [m for (m,) in _rows(continued_run["project"], "SELECT message FROM events ORDER BY id")]
+    messages = [m for (m,) in journal_rows(continued_run["project"], f"{MESSAGES} ORDER BY id")]
     for job in jobs[1:]:
         resumed = next(i for i, m in enumerate(messages) if m.startswith("resumed in phase simulate"))
         ready = messages.index(
@@ -251,7 +252,7 @@ def test_a_model_that_fails_its_health_gate_ends_the_job_with_the_reason(
     run_id, status, error = _submit_with_a_broken_model(tmp_path, env)
     assert status == "failed" and error is not None
     assert "health" in error and "models" in error, error  # the stage that failed
-    messages = " ".join(e for (e,) in _rows(tmp_path, "SELECT message FROM events WHERE level = 'error'"))
+    messages = " ".join(e for (e,) in journal_rows(tmp_path, f"{MESSAGES} WHERE level = 'error'"))
     assert "Failed to load model" in messages  # the server log's tail reached the journal
     assert not (tmp_path / "sciagent-runs" / run_id / "state.json").exists()  # nothing ran on a dead model
     assert _our_servers("not-a-model.gguf") == []
@@ -271,16 +272,13 @@ def test_a_model_that_fails_its_health_gate_gives_way_to_the_fallback_profile(
         asked = [r for r in server.requests if r.path.endswith("/chat/completions")]
     assert status == "completed", error
     assert asked, "the fallback profile was never asked"
-    warnings = " ".join(e for (e,) in _rows(tmp_path, "SELECT message FROM events WHERE level = 'warning'"))
+    warnings = " ".join(e for (e,) in journal_rows(tmp_path, f"{MESSAGES} WHERE level = 'warning'"))
     assert "fallback profile scripted" in warnings
     results = json.loads((tmp_path / "sciagent-runs" / run_id / "results.json").read_text())
     assert results["record"]["provenance"]["model_id"] == "scripted-model"
     assert _our_servers("not-a-model.gguf") == []
 
 
-def _rows(project: Path, sql: str) -> list[tuple]:
-    with sqlite3.connect(project / "sciagent-runs" / "journal.sqlite") as connection:
-        return connection.execute(sql).fetchall()
 
 
 def _submit_a_question(project: Path, server: OpenAIServer, env: dict[str, str], *times: str) -> None:
@@ -344,5 +342,5 @@ def test_an_early_warning_from_the_scheduler_does_not_stop_a_job_far_from_its_en
     assert status == "completed", error
     (job,) = _jobs(tmp_path, run_id)
     assert job.end_reason == f"session {run_id} ended: answered"
-    notes = [m for (m,) in _rows(tmp_path, "SELECT message FROM events")]
+    notes = [m for (m,) in journal_rows(tmp_path, MESSAGES)]
     assert any(m.startswith(f"job {job_id}: the scheduler warned early (SIGUSR1)") for m in notes), notes

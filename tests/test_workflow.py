@@ -15,7 +15,6 @@ import os
 import pty
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from journal_sql import journal_rows
 from openai_server import (
     LLAMA_CPP_REJECTS_JSON_SCHEMA,
     OpenAIServer,
@@ -80,23 +80,12 @@ def _resume(cwd: Path, run_id: str, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _journal_rows(cwd: Path, sql: str) -> list[tuple]:
-    path = cwd / "sciagent-runs" / "journal.sqlite"
-    if not path.exists():
-        return []
-    try:
-        with sqlite3.connect(path) as connection:
-            return connection.execute(sql).fetchall()
-    except sqlite3.OperationalError:  # the schema is being created
-        return []
-
-
 def _results(summary: dict) -> dict:
     return json.loads(Path(summary["results_json"]).read_text())
 
 
 def _run_dir(cwd: Path) -> Path:
-    (run_id,) = _journal_rows(cwd, "SELECT id FROM runs")[0]
+    (run_id,) = journal_rows(cwd, "SELECT id FROM runs")[0]
     return cwd / "sciagent-runs" / run_id
 
 
@@ -169,7 +158,7 @@ def test_blow_ups_are_fixed_by_the_model_and_by_the_fallback(tmp_path: Path) -> 
         base_url = server.base_url
     assert "blew up" in adjust_request  # the model saw the failure it had to fix
     assert styles == ["json_schema"] + ["json_object"] * (len(styles) - 1)  # kept once it worked
-    dialects = _journal_rows(cwd, "SELECT base_url, model_id, style FROM endpoint_dialects")
+    dialects = journal_rows(cwd, "SELECT base_url, model_id, style FROM endpoint_dialects")
     assert dialects == [(base_url.rstrip("/"), "scripted-model", "json_object")]  # for later sessions
     summary = json.loads(completed.stdout)
     assert summary["failed_conditions"] == []
@@ -182,7 +171,7 @@ def test_blow_ups_are_fixed_by_the_model_and_by_the_fallback(tmp_path: Path) -> 
     assert "Adaptation" in report and "instability" in report and "fallback" in report
     assert "data:image/png;base64," in Path(summary["report_html"]).read_text()
     outcomes = [
-        row[0] for row in _journal_rows(cwd, "SELECT outcome FROM model_calls WHERE purpose = 'adjust'")
+        row[0] for row in journal_rows(cwd, "SELECT outcome FROM model_calls WHERE purpose = 'adjust'")
     ]
     assert sorted(outcomes) == ["fallback", "invalid", "invalid", "invalid", "valid"]
     for condition in results["record"]["conditions"]:
@@ -211,7 +200,7 @@ def test_adaptation_rounds_exhausted_fail_the_condition_and_the_exit_code(tmp_pa
         assert condition["status"] == "failed"
         assert condition["failure"].startswith("still unstable after 0 adjustment(s)")
     assert record["adaptations"] == []
-    assert _journal_rows(cwd, "SELECT status FROM runs") == [("completed",)]
+    assert journal_rows(cwd, "SELECT status FROM runs") == [("completed",)]
 
 
 def test_a_fix_that_leaves_no_budget_fails_the_condition_with_the_reason(tmp_path: Path) -> None:
@@ -254,7 +243,7 @@ def test_garbage_answers_use_the_fallbacks_and_the_study_completes(
         # ... so the run asks in that style from its first request: nothing is rejected again.
         styles = {request.body["response_format"]["type"] for request in server.chat_requests()[checked:]}
     assert styles == {"json_object"}
-    raw_replies = [row[0] for row in _journal_rows(cwd, "SELECT raw_reply FROM model_calls ORDER BY id")]
+    raw_replies = [row[0] for row in journal_rows(cwd, "SELECT raw_reply FROM model_calls ORDER BY id")]
     assert raw_replies[0] == f"{GARBAGE} [redacted]"
     for path in (cwd / "sciagent-runs").rglob("*"):
         assert not path.is_file() or KEY.encode() not in path.read_bytes(), path
@@ -263,7 +252,7 @@ def test_garbage_answers_use_the_fallbacks_and_the_study_completes(
     record = results["record"]
     assert record["plan_source"] == "fallback" and record["interpretation_source"] == "fallback"
     assert [c["status"] for c in record["conditions"]] == ["completed", "completed"]
-    outcomes = [row[0] for row in _journal_rows(cwd, "SELECT outcome FROM model_calls ORDER BY id")]
+    outcomes = [row[0] for row in journal_rows(cwd, "SELECT outcome FROM model_calls ORDER BY id")]
     assert outcomes == ["invalid"] * 3 + ["fallback"] + ["invalid"] * 3 + ["fallback"]
     report = Path(summary["report_md"]).read_text()
     assert "fallback" in report.lower()
@@ -323,7 +312,7 @@ def test_a_cheaper_plan_is_fitted_and_a_declined_batch_is_not_run(tmp_path: Path
     assert ("solvent", "implicit") in changes and ("timestep_fs", 4) in changes
     probes = _state(cwd)["probes"]
     assert [p["solvent"] for p in probes] == ["implicit"]
-    assert _journal_rows(cwd, "SELECT key FROM tasks") == []  # nothing was submitted
+    assert journal_rows(cwd, "SELECT key FROM tasks") == []  # nothing was submitted
 
 
 def test_a_lost_worker_is_retried_from_its_checkpoint(tmp_path: Path) -> None:
@@ -344,7 +333,7 @@ def test_a_lost_worker_is_retried_from_its_checkpoint(tmp_path: Path) -> None:
     assert process.returncode == 0, stderr
     results = _results(json.loads(stdout))
     assert ("T300-r1", "transient", "policy") in _adaptations(results)
-    tasks = dict(_journal_rows(cwd, "SELECT key, status FROM tasks"))
+    tasks = dict(journal_rows(cwd, "SELECT key, status FROM tasks"))
     assert tasks["T300-r1/run1/attempt1"] == "failed" and tasks["T300-r1/run1/attempt2"] == "completed"
     condition = next(c for c in results["record"]["conditions"] if c["name"] == "T300-r1")
     assert condition["status"] == "completed" and condition["outcome"]["result"]["resumed_from_step"] > 0
@@ -366,7 +355,7 @@ def test_a_worker_that_always_dies_runs_once_per_workflow_attempt(tmp_path: Path
         killed: set[int] = set()
         try:
             while process.poll() is None:
-                started = _journal_rows(cwd, "SELECT id FROM runs")
+                started = journal_rows(cwd, "SELECT id FROM runs")
                 csv = _run_dir(cwd) / "conditions/T300-r1/run1/state.csv" if started else None
                 worker = _process_writing(csv) if csv else None
                 if worker and worker not in killed:
@@ -381,14 +370,14 @@ def test_a_worker_that_always_dies_runs_once_per_workflow_attempt(tmp_path: Path
     results = _results(json.loads(stdout))
     statuses = {c["name"]: c["status"] for c in results["record"]["conditions"]}
     assert statuses == {"T300-r1": "failed", "T400-r1": "completed"}
-    attempts = [k for (k,) in _journal_rows(cwd, "SELECT key FROM tasks") if k.startswith("T300-r1")]
+    attempts = [k for (k,) in journal_rows(cwd, "SELECT key FROM tasks") if k.startswith("T300-r1")]
     assert len(attempts) == 3
 
 
 def _checkpointed_workdir(cwd: Path, condition: str) -> Path | None:
     for meta in (
         _run_dir(cwd).glob(f"conditions/{condition}/run1/checkpoint.json")
-        if _journal_rows(cwd, "SELECT id FROM runs")
+        if journal_rows(cwd, "SELECT id FROM runs")
         else []
     ):
         if json.loads(meta.read_text())["step"] > 0:
@@ -449,11 +438,11 @@ def _asked(server: OpenAIServer, text: str) -> list[RecordedRequest]:
 
 
 def _running_step(cwd: Path, kind: str) -> list[tuple]:
-    return _journal_rows(cwd, f"SELECT id FROM steps WHERE kind = '{kind}' AND status = 'running'")
+    return journal_rows(cwd, f"SELECT id FROM steps WHERE kind = '{kind}' AND status = 'running'")
 
 
 def _running_tasks(cwd: Path) -> list[tuple]:
-    return _journal_rows(cwd, "SELECT key FROM tasks WHERE status = 'running'")
+    return journal_rows(cwd, "SELECT key FROM tasks WHERE status = 'running'")
 
 
 def test_a_run_killed_in_every_phase_resumes_and_completes(tmp_path: Path) -> None:
@@ -483,7 +472,7 @@ def test_a_run_killed_in_every_phase_resumes_and_completes(tmp_path: Path) -> No
         settled_key = f"{settled['name']}/run{settled['lineage']}/attempt{settled['attempts']}"
         settled["status"], state["phase"] = "running", "simulate"
         state_path.write_text(json.dumps(state))
-        attempts_before = dict(_journal_rows(cwd, "SELECT key, attempts FROM tasks"))
+        attempts_before = dict(journal_rows(cwd, "SELECT key, attempts FROM tasks"))
         process = _resume(cwd, run_id)
         stdout, stderr = process.communicate(timeout=300)
         plan_asks = len(_asked(server, "Propose a study"))
@@ -493,11 +482,11 @@ def test_a_run_killed_in_every_phase_resumes_and_completes(tmp_path: Path) -> No
     summary = json.loads(stdout)
     results = _results(summary)
     assert [c["status"] for c in results["record"]["conditions"]] == ["completed", "completed"]
-    tasks = dict(_journal_rows(cwd, "SELECT key, attempts FROM tasks"))
+    tasks = dict(journal_rows(cwd, "SELECT key, attempts FROM tasks"))
     assert tasks[settled_key] == attempts_before[settled_key]  # settled, not submitted again
     state = json.loads(state_path.read_text())
     assert state["probe_rounds"] >= 2 and len(state["probes"]) == 1  # the killed round was not reused
-    assert _journal_rows(cwd, "SELECT status FROM runs") == [("completed",)]
+    assert journal_rows(cwd, "SELECT status FROM runs") == [("completed",)]
     _assert_no_step_ran_twice(_run_dir(cwd))
     _assert_table_matches_the_files(results)
 
@@ -511,7 +500,7 @@ def test_bad_structure_is_one_line_and_journalled(tmp_path: Path) -> None:
     assert completed.returncode == 2
     assert completed.stderr.strip().startswith("error:") and "missing.pdb" in completed.stderr
     assert len(completed.stderr.strip().splitlines()) == 1
-    status, error = _journal_rows(tmp_path, "SELECT status, error FROM runs")[0]
+    status, error = journal_rows(tmp_path, "SELECT status, error FROM runs")[0]
     assert status == "failed" and "missing.pdb" in error
 
 
@@ -523,7 +512,7 @@ def test_unreachable_model_endpoint_is_one_line_and_journalled(tmp_path: Path) -
     assert len(lines) == 1 and "127.0.0.1:9" in lines[0]
     error_object = json.loads(completed.stdout)  # --json: one object even when the run fails
     assert error_object["status"] == "failed" and "127.0.0.1:9" in error_object["error"]
-    status, error = _journal_rows(tmp_path, "SELECT status, error FROM runs")[0]
+    status, error = journal_rows(tmp_path, "SELECT status, error FROM runs")[0]
     assert status == "failed" and "127.0.0.1:9" in error
 
 
@@ -533,7 +522,7 @@ def test_budget_too_small_for_the_probe_is_one_line_and_journalled(tmp_path: Pat
         assert server.chat_requests() == []  # refused before asking the model anything
     assert completed.returncode == 2
     assert "too small" in completed.stderr and "--budget" in completed.stderr
-    status, error = _journal_rows(tmp_path, "SELECT status, error FROM runs")[0]
+    status, error = journal_rows(tmp_path, "SELECT status, error FROM runs")[0]
     assert status == "failed" and "too small" in error
     assert os.path.exists(tmp_path / "sciagent-runs")
 
@@ -550,7 +539,7 @@ def test_a_bug_is_one_line_with_its_traceback_in_the_run_directory(tmp_path: Pat
         _kill_in(
             process,
             cwd,
-            lambda: _journal_rows(cwd, "SELECT id FROM steps WHERE kind = 'probe'"),
+            lambda: journal_rows(cwd, "SELECT id FROM steps WHERE kind = 'probe'"),
             "probe",
             0.0,
         )
@@ -565,7 +554,7 @@ def test_a_bug_is_one_line_with_its_traceback_in_the_run_directory(tmp_path: Pat
     assert len(lines) == 1 and lines[0].startswith("internal error: AssertionError"), resumed.stderr
     log = Path(lines[0].rsplit("(traceback in ", 1)[1].rstrip(")"))
     assert log.parent == run_dir and "Traceback (most recent call last)" in log.read_text()
-    status, error = _journal_rows(cwd, "SELECT status, error FROM runs")[0]
+    status, error = journal_rows(cwd, "SELECT status, error FROM runs")[0]
     assert status == "failed" and error.startswith("internal error: AssertionError")
 
 
@@ -580,7 +569,7 @@ def test_study_on_the_local_parsl_site(tmp_path: Path) -> None:
     summary = json.loads(completed.stdout)
     results = _results(summary)
     assert [c["status"] for c in results["record"]["conditions"]] == ["completed", "completed"]
-    assert _journal_rows(tmp_path, "SELECT DISTINCT executor FROM tasks") == [("local-parsl",)]
+    assert journal_rows(tmp_path, "SELECT DISTINCT executor FROM tasks") == [("local-parsl",)]
     _assert_table_matches_the_files(results)
     leftovers = [p for p in Path("/proc").glob("[0-9]*/cmdline") if b"process_worker_pool" in _read(p)
                  and str(tmp_path).encode() in _read(p)]  # fmt: skip
