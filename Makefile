@@ -20,6 +20,7 @@ TORCH_SPEC ?= $(if $(TORCH_CPU_WHEEL),$(TORCH_CPU_WHEEL),torch==2.13.0 --index-u
 $(STAMP): pyproject.toml
 	-command -v bwrap >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && (apt-get install -y -qq bubblewrap || (apt-get update -qq && apt-get install -y -qq bubblewrap)); } || echo "bubblewrap could not be installed: model-written code will not run unless you pass --allow-unsandboxed-code"
 	-PATH="$$PATH:/usr/sbin" command -v slurmctld >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm)); } || echo "slurm-wlm could not be installed: Slurm tests will be skipped"
+	-command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium)); } || echo "chromium could not be installed: the web UI's browser tests will be skipped"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
