@@ -16,7 +16,7 @@ import pytest
 from rich.console import Console
 
 from sciagent.agent.journal import JOURNAL_FILENAME, Journal, digest_messages, redact
-from sciagent.agent.journal_rows import SCHEMA_VERSION, ModelCall
+from sciagent.agent.journal_rows import SCHEMA, SCHEMA_VERSION, ModelCall
 from sciagent.cli.runs import runs_table, timeline_table
 from sciagent.errors import UserError
 
@@ -290,7 +290,10 @@ def test_schema_created_once_and_versioned(tmp_path: Path) -> None:
     assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert tables == {"runs", "steps", "model_calls", "tasks", "events", "artifacts", "endpoint_dialects"}
+    assert tables == {
+        "runs", "steps", "model_calls", "tasks", "events", "artifacts", "endpoint_dialects", "changes",
+        "sqlite_sequence",  # the change feed's AUTOINCREMENT keeps its counter there
+    }  # fmt: skip
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     conn.commit()
     conn.close()
@@ -496,11 +499,19 @@ CREATE TABLE model_calls (
 """
 
 
+def _drop_change_feed(conn: sqlite3.Connection) -> None:
+    """Take version 5's change feed (its table and triggers) out of a file, as every older file is."""
+    for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall():
+        conn.execute(f"DROP TRIGGER {name}")
+    conn.execute("DROP TABLE changes")
+
+
 def _version_1_file(path: Path) -> str:
     """A journal as sciagent wrote it at schema version 1, with a real call and a fallback (0 s, 0+0)."""
     with Journal(path) as journal:
         run_id = journal.create_run("goal", {})
     conn = sqlite3.connect(path)
+    _drop_change_feed(conn)
     conn.execute("DROP TABLE model_calls")
     conn.execute(_V1_MODEL_CALLS)
     conn.execute("CREATE INDEX model_calls_by_run ON model_calls (run_id)")
@@ -536,7 +547,7 @@ def test_a_version_1_journal_is_migrated_and_takes_unknown_latencies(tmp_path: P
         timeline = _render(timeline_table(journal, run_id))
     assert "fallback: no model call" in timeline and "0.00 s" not in timeline
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
     indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert "model_calls_by_run" in indexes
     conn.close()
@@ -567,6 +578,7 @@ def test_a_version_3_journal_is_migrated_to_take_queued_runs_keeping_every_refer
         journal.add_event(run_id, "info", "before the migration")
         journal.record_step(run_id, "plan", "planned", {})
     conn = sqlite3.connect(path)
+    _drop_change_feed(conn)
     conn.execute("PRAGMA foreign_keys=OFF")
     conn.execute("PRAGMA legacy_alter_table=ON")  # the other tables go on naming `runs`
     conn.execute("ALTER TABLE runs RENAME TO runs_new")  # keep the rows, then put version 3's table back
@@ -587,9 +599,65 @@ def test_a_version_3_journal_is_migrated_to_take_queued_runs_keeping_every_refer
         with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"):  # and still guard
             journal.add_event("no-such-run", "info", "orphan")
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert "runs_by_time" in {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
     conn.close()
+
+
+def test_a_version_4_journal_gains_the_change_feed_keeping_every_row(tmp_path: Path) -> None:
+    """A file made with version 4's tables (version 5 added only the feed) and rows written with plain SQL."""
+    path = tmp_path / JOURNAL_FILENAME
+    conn = sqlite3.connect(path)
+    for statement in (s for s in SCHEMA.split(";") if s.strip()):  # the tables, as version 4 made them
+        conn.execute(statement)
+    at = "2026-01-01T00:00:00+00:00"
+    conn.execute("INSERT INTO runs VALUES ('r4', 'goal', '{}', 'queued', NULL, ?, ?, NULL)", (at, at))
+    conn.execute("INSERT INTO steps VALUES (1, 'r4', 'plan', 'completed', 'planned', '{}', ?, ?)", (at, at))
+    conn.execute(
+        "INSERT INTO tasks (run_id, key, spec, executor, status, created_at, updated_at)"
+        " VALUES ('r4', 'T300', '{}', 'local', 'failed', ?, ?)", (at, at),
+    )  # fmt: skip
+    conn.execute("INSERT INTO events VALUES (1, 'r4', 'info', 'old event', '{\"kind\": \"x\"}', ?)", (at,))
+    conn.execute("INSERT INTO artifacts VALUES (1, 'r4', 'report', 'report.html', ?)", (at,))
+    conn.execute("PRAGMA user_version = 4")
+    conn.commit()
+    conn.close()
+    with Journal(path) as journal:
+        assert journal.get_run("r4").status == "queued"
+        assert [s.summary for s in journal.steps("r4")] == ["planned"]
+        assert [(t.key, t.status) for t in journal.tasks("r4")] == [("T300", "failed")]
+        assert [e.message for e in journal.events("r4")] == ["old event"]
+        assert [a.path for a in journal.artifacts("r4")] == ["report.html"]
+        assert journal.latest_change() == 0  # rows older than the feed have no change
+        journal.add_event("r4", "info", "new event")
+        journal.set_run_status("r4", "running")
+        changes = journal.changes_after(0)
+        assert [(c.seq, c.table) for c in changes] == [(1, "events"), (2, "runs")]
+        assert changes[1].row is not None and changes[1].row.status == "running"  # type: ignore[union-attr]
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
+    triggers = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")}
+    assert len(triggers) == 12  # insert and update, on six tables
+    conn.close()
+
+
+def test_the_change_feed_numbers_every_write_with_the_row_as_it_is_now(tmp_path: Path) -> None:
+    with Journal(tmp_path / JOURNAL_FILENAME) as journal:
+        run_id = journal.create_run("goal", {})
+        other = journal.create_run("other", {})
+        step = journal.start_step(run_id, "plan")
+        cursor = journal.latest_change()
+        journal.finish_step(step, "completed", "planned")  # an update in place is a change too
+        task = journal.add_task(run_id, "T300", {}, "local")
+        journal.update_task(task, status="running")
+        journal.add_event(other, "info", "elsewhere")
+        mine = journal.changes_after(cursor, run_id)
+        assert [(c.table, c.row_id) for c in mine] == [("steps", str(step)), *[("tasks", str(task))] * 2]
+        assert mine[0].row.status == "completed" and mine[1].row.status == "running"  # type: ignore[union-attr]
+        assert [c.seq for c in mine] == sorted(c.seq for c in mine) and mine[0].seq == cursor + 1
+        assert len(journal.changes_after(cursor)) == 4 and len(journal.changes_after(cursor, limit=2)) == 2
+        assert journal.changed_runs_after(cursor) == [(run_id, cursor + 3), (other, cursor + 4)]
+        assert journal.latest_change() == cursor + 4
 
 
 def test_the_style_an_endpoint_answered_in_is_remembered_per_endpoint_and_model(tmp_path: Path) -> None:

@@ -28,13 +28,14 @@ import re
 import secrets
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 from sciagent.agent.journal_rows import (
+    CHANGE_FEED,
     EVENT_LEVELS,
     MIGRATIONS,
     RUN_STATUSES,
@@ -42,6 +43,7 @@ from sciagent.agent.journal_rows import (
     SCHEMA_VERSION,
     TASK_STATUSES,
     ArtifactRow,
+    Change,
     EventLevel,
     EventRow,
     ModelCall,
@@ -165,7 +167,7 @@ class Journal:
             version = self._conn.execute("PRAGMA user_version").fetchone()[0]
             # One statement at a time: executescript() would COMMIT and leave our transaction.
             if version == 0:
-                statements: list[str] = [s for s in SCHEMA.split(";") if s.strip()]
+                statements: list[str] = [*(s for s in SCHEMA.split(";") if s.strip()), *CHANGE_FEED]
             else:
                 statements = [s for v in range(version, SCHEMA_VERSION) for s in MIGRATIONS[v]]
             for statement in statements:
@@ -204,6 +206,24 @@ class Journal:
                     if not outer:
                         self._conn.execute("RELEASE nested")
                 raise
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        """Read several things as of one moment: a page's snapshot and the change cursor it streams from.
+
+        A deferred read transaction: in WAL mode it neither blocks a writer nor waits for one, and every
+        read inside it sees the journal as it was at its first read. Other threads wait for it to end.
+        """
+        with self._lock:
+            if self._conn.in_transaction:  # already inside one: that one's view holds
+                yield
+                return
+            self._conn.execute("BEGIN")
+            try:
+                yield
+            finally:
+                if self._conn.in_transaction:
+                    self._conn.execute("COMMIT")
 
     def register_secret(self, value: str) -> None:
         """Never write ``value`` (an API key, a token) again: it becomes ``[redacted]`` in all text.
@@ -357,7 +377,7 @@ class Journal:
 
     def steps(self, run_id: str) -> list[StepRow]:
         rows = self._rows("SELECT * FROM steps WHERE run_id = ? ORDER BY started_at, id", (run_id,))
-        return [StepRow(**{**dict(row), "data": json.loads(row["data"])}) for row in rows]
+        return [_step_row(row) for row in rows]
 
     # -- model calls -------------------------------------------------------------------------------
 
@@ -437,16 +457,24 @@ class Journal:
 
     def add_event(
         self, run_id: str, level: EventLevel, message: str, data: dict[str, Any] | None = None
-    ) -> None:
-        """Remember something that is not a step, call or task: a retry, a guardrail's verdict, a warning."""
+    ) -> int:
+        """Remember something that is not a step, call or task: a retry, a guardrail's verdict, a warning.
+
+        Returns the event's id (what the web UI answers an action with).
+        """
         check_choice("event level", level, EVENT_LEVELS)
-        self._insert(
+        return self._insert(
             "events", run_id=run_id, level=level, message=message, data=data or {}, created_at=self._now()
         )
 
-    def events(self, run_id: str) -> list[EventRow]:
-        rows = self._rows("SELECT * FROM events WHERE run_id = ? ORDER BY created_at, id", (run_id,))
-        return [EventRow(**{**dict(row), "data": json.loads(row["data"])}) for row in rows]
+    def events(self, run_id: str, kinds: tuple[str, ...] | None = None) -> list[EventRow]:
+        """The run's events in time order; with ``kinds``, only those whose ``data.kind`` is one of them
+        (filtered by SQLite: a run with thousands of events is not decoded to find its few approvals)."""
+        sql = "SELECT * FROM events WHERE run_id = ?"
+        if kinds is not None:
+            sql += f" AND json_extract(data, '$.kind') IN ({', '.join('?' * len(kinds))})"
+        rows = self._rows(sql + " ORDER BY created_at, id", (run_id, *(kinds or ())))
+        return [_event_row(row) for row in rows]
 
     def add_artifact(self, run_id: str, kind: str, path: str) -> None:
         """Record a file the run produced. Adding a path again (a resumed run rewrote it) updates it."""
@@ -459,6 +487,43 @@ class Journal:
     def artifacts(self, run_id: str) -> list[ArtifactRow]:
         rows = self._rows("SELECT * FROM artifacts WHERE run_id = ? ORDER BY created_at, id", (run_id,))
         return [ArtifactRow(**dict(row)) for row in rows]
+
+    # -- the change feed ---------------------------------------------------------------------------
+
+    def latest_change(self) -> int:
+        """The newest change's number (0 for none): where a page that has read everything streams from."""
+        return int(self._rows("SELECT COALESCE(MAX(seq), 0) FROM changes")[0][0])
+
+    def changes_after(self, seq: int, run_id: str | None = None, limit: int = 500) -> list[Change]:
+        """The first ``limit`` changes numbered after ``seq`` (of one run, or all), oldest first, each with
+        its row as it is now. One query per table for the rows, however many changes there are."""
+        where, params = ("seq > ?", (seq,)) if run_id is None else ("run_id = ? AND seq > ?", (run_id, seq))
+        with self.reading():
+            changes = self._rows(
+                f"SELECT seq, run_id, tbl, row_id FROM changes WHERE {where} ORDER BY seq LIMIT ?",
+                (*params, limit),
+            )
+            wanted: dict[str, set[str]] = {}
+            for change in changes:
+                wanted.setdefault(change["tbl"], set()).add(change["row_id"])
+            rows = {
+                (table, str(row["id"])): _ROW_READERS[table](row)
+                for table, ids in wanted.items()
+                for row in self._rows(
+                    f"SELECT * FROM {table} WHERE id IN ({', '.join('?' * len(ids))})", tuple(ids)
+                )
+            }
+        return [
+            Change(c["seq"], c["run_id"], c["tbl"], c["row_id"], rows.get((c["tbl"], c["row_id"])))
+            for c in changes
+        ]
+
+    def changed_runs_after(self, seq: int) -> list[tuple[str, int]]:
+        """The runs changed after ``seq``, each with its newest change's number, in that order."""
+        rows = self._rows(
+            "SELECT run_id, MAX(seq) AS last FROM changes WHERE seq > ? GROUP BY run_id ORDER BY last", (seq,)
+        )
+        return [(row["run_id"], int(row["last"])) for row in rows]
 
     # -- reading a run back ------------------------------------------------------------------------
 
@@ -505,7 +570,25 @@ def _task_row(row: sqlite3.Row) -> TaskRow:
     return TaskRow(**{**dict(row), "spec": json.loads(row["spec"])})
 
 
+def _step_row(row: sqlite3.Row) -> StepRow:
+    return StepRow(**{**dict(row), "data": json.loads(row["data"])})
+
+
+def _event_row(row: sqlite3.Row) -> EventRow:
+    return EventRow(**{**dict(row), "data": json.loads(row["data"])})
+
+
 def _model_call_row(row: sqlite3.Row) -> ModelCallRow:
     fields = dict(row)
     ids = {name: fields.pop(name) for name in ("id", "run_id", "step_id", "created_at")}
     return ModelCallRow(**ids, call=ModelCall(**fields))
+
+
+_ROW_READERS: dict[str, Callable[[sqlite3.Row], Any]] = {
+    "runs": _run_row,
+    "steps": _step_row,
+    "model_calls": _model_call_row,
+    "tasks": _task_row,
+    "events": _event_row,
+    "artifacts": lambda row: ArtifactRow(**dict(row)),
+}

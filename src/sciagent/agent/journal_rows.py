@@ -29,7 +29,7 @@ EVENT_LEVELS: tuple[str, ...] = get_args(EventLevel)
 
 # Bump with every change to SCHEMA, and add the statements that bring the previous version's files up
 # to it to MIGRATIONS.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # Lines longer than this are cut in one-line descriptions; the full text stays in the journal.
 _DESCRIPTION_LIMIT = 160
@@ -247,6 +247,20 @@ class ArtifactRow:
 
 
 @dataclass(frozen=True)
+class Change:
+    """One numbered write of the change feed: which row of which table, and that row as it is now.
+
+    ``row`` is None when the row is gone (an artifact recorded again replaces its old row).
+    """
+
+    seq: int
+    run_id: str
+    table: str
+    row_id: str
+    row: RunRow | StepRow | ModelCallRow | TaskRow | EventRow | ArtifactRow | None
+
+
+@dataclass(frozen=True)
 class TimelineEntry:
     """One line of ``sciagent show``: when, what sort of row, its status, and a one-line description."""
 
@@ -303,6 +317,7 @@ def _runs_table(name: str) -> str:
 )"""
 
 
+# A new file: these tables, then CHANGE_FEED (its triggers hold ";", so they are kept apart).
 SCHEMA = f"""
 {_runs_table("runs")};
 CREATE TABLE steps (
@@ -357,6 +372,35 @@ CREATE INDEX events_by_run ON events (run_id);
 CREATE INDEX artifacts_by_run ON artifacts (run_id);
 """
 
+# The change feed (version 5): every insert into or update of these tables (each named with the column
+# that holds its run's id) is numbered in `changes` by a trigger, in the one order SQLite commits writers
+# in, across processes. A reader streams "every write after N" from it (the web UI's event ids), in-place
+# updates included, which the tables' own ids cannot give. A migration that rebuilds one of these tables
+# must create its triggers again.
+CHANGE_TABLES: dict[str, str] = {
+    "runs": "id",
+    "steps": "run_id",
+    "model_calls": "run_id",
+    "tasks": "run_id",
+    "events": "run_id",
+    "artifacts": "run_id",
+}
+CHANGE_FEED: tuple[str, ...] = (
+    """CREATE TABLE changes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL,
+    tbl TEXT NOT NULL,
+    row_id TEXT NOT NULL
+)""",
+    "CREATE INDEX changes_by_run ON changes (run_id, seq)",
+    *(
+        f"CREATE TRIGGER {table}_{event.lower()}_change AFTER {event} ON {table} BEGIN"
+        f" INSERT INTO changes (run_id, tbl, row_id) VALUES (NEW.{run_column}, '{table}', NEW.id); END"
+        for table, run_column in CHANGE_TABLES.items()
+        for event in ("INSERT", "UPDATE")
+    ),
+)
+
 # Statements that bring a file of schema version N (the key) to N + 1, run in one transaction.
 # 1 -> 2: model_calls.latency_s may be NULL (no response, so no latency). SQLite cannot drop a NOT NULL
 # constraint in place, so the table is rebuilt; the rows that version 1 wrote as 0 s and 0+0 tokens for
@@ -382,4 +426,6 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE runs_v4 RENAME TO runs",
         "CREATE INDEX runs_by_time ON runs (created_at)",
     ),
+    # 4 -> 5: the change feed (rows written before it have no change: a reader starts from the tables).
+    4: CHANGE_FEED,
 }

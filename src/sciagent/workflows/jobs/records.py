@@ -68,7 +68,7 @@ def record_ended(
 def jobs_of(journal: Journal, run_id: str) -> list[JobRecord]:
     """The run's batch jobs in chain order (empty for a run that never had one)."""
     jobs: dict[str, JobRecord] = {}
-    for event in journal.events(run_id):
+    for event in journal.events(run_id, kinds=(JOB_EVENT,)):
         data = event.data
         if data.get("kind") != JOB_EVENT:
             continue
