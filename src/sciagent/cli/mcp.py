@@ -17,7 +17,7 @@ from sciagent.compute.sites import resolve_site
 from sciagent.config import Settings
 from sciagent.console import err_console, out_console
 from sciagent.mcp.client import McpConnection, check_names
-from sciagent.mcp.http import Address, Listener, check_token, listen, listen_unix, serve_http
+from sciagent.mcp.http import MCP_PATH, Address, Listener, check_token, listen, listen_unix, serve_http
 from sciagent.mcp.server import serve_stdio
 from sciagent.redaction import register_secret
 from sciagent.tools.registry import ToolRegistry
@@ -97,7 +97,7 @@ def serve(
             if listener is None:
                 anyio.run(serve_stdio, server)
             else:
-                _announce(listener.where, settings, run_id, token is not None)
+                _announce(listener.where(MCP_PATH), settings, run_id, token is not None)
                 serve_http(server, listener, token)
 
 
@@ -145,7 +145,7 @@ def _token(token_env: str | None, http: str | None, uds: Path | None) -> str | N
     if not token:
         fail(f"--token-env {token_env}: that environment variable is not set or is empty")
     register_secret(token)  # never in the journal or a log line
-    return check_token(token, token_env)
+    return check_token(token, token_env, f"--token-env {token_env}")
 
 
 def _announce(where: str, settings: Settings, run_id: str, with_token: bool) -> None:
