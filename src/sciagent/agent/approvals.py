@@ -70,7 +70,7 @@ class ApprovalDesk:
             self.terminal.show(request_id, request)
         deadline = self.clock() + self.wait_s
         while True:
-            elsewhere = _answer_of(self.journal, self.run_id, request_id)
+            elsewhere = answer_of(self.journal, self.run_id, request_id)
             if elsewhere is not None:  # another front end answered (and recorded it)
                 if self.terminal is not None:
                     self.terminal.withdraw(elsewhere)
@@ -116,13 +116,14 @@ def journalled_approval(journal: Journal, run_id: str, question: str, ask: Calla
 
 def pending_requests(journal: Journal, run_id: str) -> list[dict[str, Any]]:
     """The run's requests no one has answered yet, oldest first."""
-    events = [event.data for event in journal.events(run_id)]
+    events = [event.data for event in journal.events(run_id, kinds=(REQUEST, ANSWER))]
     answered = {data.get("request") for data in events if data.get("kind") == ANSWER}
     return [data for data in events if data.get("kind") == REQUEST and data.get("request") not in answered]
 
 
-def answer_request(journal: Journal, run_id: str, request_id: str, verdict: Verdict) -> None:
-    """Record ``verdict`` for the request (the first answer counts; later ones are kept but ignored).
+def answer_request(journal: Journal, run_id: str, request_id: str, verdict: Verdict) -> int:
+    """Record ``verdict`` for the request (the first answer counts; later ones are kept but ignored);
+    returns the answer event's id.
 
     Raises:
         UserError: the run has no such request.
@@ -135,7 +136,7 @@ def answer_request(journal: Journal, run_id: str, request_id: str, verdict: Verd
     word = "approved" if verdict.approved else "declined"
     data = {"kind": ANSWER, "request": request_id, "approved": verdict.approved, "by": verdict.by,
             "reason": verdict.reason}  # fmt: skip
-    journal.add_event(run_id, "info", f"approval {word} by {verdict.by}", data)
+    return journal.add_event(run_id, "info", f"approval {word} by {verdict.by}", data)
 
 
 def answerer_here() -> str:
@@ -143,8 +144,9 @@ def answerer_here() -> str:
     return f"{getpass.getuser()}@{socket.gethostname()} (pid {os.getpid()}, sciagent approve)"
 
 
-def _answer_of(journal: Journal, run_id: str, request_id: str) -> Verdict | None:
-    for event in journal.events(run_id):
+def answer_of(journal: Journal, run_id: str, request_id: str) -> Verdict | None:
+    """The first answer recorded for the request (the one that counts), or None if it waits still."""
+    for event in journal.events(run_id, kinds=(ANSWER,)):
         if event.data.get("kind") == ANSWER and event.data.get("request") == request_id:
             data = event.data
             return Verdict(bool(data.get("approved")), str(data.get("by")), str(data.get("reason") or ""))

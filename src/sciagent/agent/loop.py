@@ -350,7 +350,10 @@ class Agent:
         return "\n".join(parts)
 
     def _read_incoming(self) -> None:
-        """Put what the user told the session meanwhile (``sciagent tell``) before the next model call."""
+        """Put what the user told the session meanwhile (``sciagent tell``) before the next model call,
+        and cancel the tasks someone asked to cancel (``sciagent ui``)."""
+        if self.context.tasks is not None:
+            self.context.tasks.poll()
         for told, text in self.recorder.incoming() if self.recorder else []:
             self._say({"role": "user", "content": TOLD.format(text=text)}, told=told)
 

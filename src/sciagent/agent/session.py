@@ -5,7 +5,9 @@ message (with the calls an assistant message asks for, or the call a result answ
 is a ``tool_call`` step, opened before the tool runs and closed with its record, so a call a kill
 interrupted is the one left ``running``; model requests are ``model_calls`` rows (``JournalledModel``);
 simulations are ``tasks`` rows, so a resumed session finds them again; a message sent with
-``sciagent tell`` is an event the loop reads before its next model call.
+``sciagent tell`` is an event the loop reads before its next model call, and a ``cancel_request`` event
+(``sciagent ui``) is honoured there and while a tool waits on tasks: the process that holds the task
+board is the only one that can cancel its tasks.
 """
 
 from __future__ import annotations
@@ -13,19 +15,24 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sciagent.agent.journal import Journal, ModelCall, digest_messages
-from sciagent.agent.journal_rows import one_line
+from sciagent.agent.journal_rows import EventRow, one_line
 from sciagent.agent.steps import PlannedCall, Resumption, SessionOutcome, ToolCallRecord
 from sciagent.errors import ModelError, UserError
 from sciagent.llm.base import ChatModel, ChatResponse, Message, OutputSchema, ToolSpec
+
+if TYPE_CHECKING:
+    from sciagent.tools.tasks import TaskBoard
 
 SESSION_KIND = "session"
 EVAL_KIND = "eval"  # an evaluation run (workflows/sessions/evaluate.py); runs without a kind are studies
 MCP_KIND = "mcp"  # the MCP server's record of a workspace (workflows/sessions/mcp_session.py)
 CHEM_KIND = "chem"  # one `sciagent chem energy` (workflows/chem_run.py)
 TELL = "tell"
+CANCEL_REQUEST = "cancel_request"  # another process asks the session to cancel one of its tasks
+TASK_CANCELLED = "task_cancelled"  # what the session did about it
 INTERRUPTED = "interrupted: the process ended before this call finished (resume runs it again)"
 
 
@@ -108,11 +115,39 @@ class SessionJournal:
         ]
         return told
 
+    def honour_cancels(self, board: TaskBoard) -> None:
+        """Cancel the tasks another process asked to cancel (each request once), and journal the outcome.
+
+        A request names a task by key; the task row becomes ``cancelled`` and a ``task_cancelled`` event
+        answers the request, also when there was nothing left to cancel (the task had finished).
+        """
+        for event in unanswered_cancels(self.journal, self.session_id):
+            key, by = str(event.data.get("task", "")), str(event.data.get("by", "someone"))
+            task = next((task for task in board.tasks() if task.task_id == key), None)
+            cancelled = task is not None and board.cancel(task)
+            row = self.journal.find_task(self.session_id, key)
+            if cancelled and row is not None:
+                self.journal.update_task(row.id, status="cancelled", error=f"cancelled by {by}")
+            if cancelled:
+                message = f"task {key} cancelled (asked by {by})"
+            else:
+                why = "this session has no such task" if task is None else "it had already finished"
+                message = f"task {key} not cancelled: {why} (asked by {by})"
+            data = {"kind": TASK_CANCELLED, "request": event.id, "task": key, "cancelled": cancelled}
+            self.journal.add_event(self.session_id, "warning" if cancelled else "info", message, data)
+
+    def on_poll(self, board: TaskBoard) -> None:
+        """What the board's holder does at each poll: act on cancel requests, then journal what ended."""
+        self.honour_cancels(board)
+        record_task_states(self.journal, self.session_id, board)
+
     # --- the session as a whole -------------------------------------------------------------------
 
-    def tell(self, text: str) -> None:
-        """Leave ``text`` for the session to read before its next model call."""
-        self.journal.add_event(self.session_id, "info", f"told: {text}", {"kind": TELL, "text": text})
+    def tell(self, text: str, by: str | None = None) -> int:
+        """Leave ``text`` for the session to read before its next model call; the event's id. ``by``
+        names who told it where that is known (the web UI)."""
+        data = {"kind": TELL, "text": text, **({"by": by} if by else {})}
+        return self.journal.add_event(self.session_id, "info", f"told: {text}", data)
 
     def load(self) -> Resumption:
         """The session as recorded; calls a kill left running are closed as interrupted (resume runs
@@ -145,6 +180,31 @@ class SessionJournal:
     def finish(self, outcome: SessionOutcome) -> None:
         status = "completed" if outcome.status == "answered" else "failed"
         self.journal.set_run_status(self.session_id, status, outcome.reason)
+
+
+def record_task_states(journal: Journal, run_id: str, board: TaskBoard) -> int:
+    """Each finished task's state into its journal row (only rows that changed); the unfinished count.
+
+    Why: the row is written ``running`` at submission, and only the process holding the board sees a
+    task end; without this a completed simulation stays ``running`` in ``sciagent show`` and the web UI.
+    """
+    unfinished = 0
+    for task in board.tasks():
+        state = board.state(task)
+        unfinished += not state.done
+        row = journal.find_task(run_id, task.task_id)
+        if row is not None and state.done and row.status != state.value:
+            journal.update_task(row.id, status=state.value)
+    return unfinished
+
+
+def unanswered_cancels(journal: Journal, run_id: str) -> list[EventRow]:
+    """The run's ``cancel_request`` events its session has not acted on yet, oldest first."""
+    events = journal.events(run_id, kinds=(CANCEL_REQUEST, TASK_CANCELLED))  # polled every second
+    answered = {event.data.get("request") for event in events if event.data.get("kind") == TASK_CANCELLED}
+    return [
+        event for event in events if event.data.get("kind") == CANCEL_REQUEST and event.id not in answered
+    ]
 
 
 def _summary(message: Message, calls: Sequence[PlannedCall]) -> str:

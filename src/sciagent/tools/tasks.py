@@ -4,6 +4,8 @@ A simulation can take hours on a batch site, so no tool call waits for one unask
 submits several, then waits, polls, cancels or collects by id. ``TaskBoard`` holds a session's
 tasks and one executor per site it used (built on first use from the site table, shut down with
 the session); analyses of a finished run go to the executor of the site its trajectory is on.
+Only the process holding the board can cancel its tasks, so it looks for what others asked of them
+(``on_poll``: the session's cancel requests) while a tool waits, and the agent loop before each model call.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from sciagent.tools.registry import ToolArgumentsError, ToolContext, ToolFailed,
 from sciagent.tools.structures import STRUCTURE_HELP, located
 
 MAX_WAIT_S = 3600.0
+POLL_S = 1.0  # how often a wait looks for requests from other processes (a cancel from `sciagent ui`)
 FRAMES_PER_RUN = 100  # trajectory frames a run writes, whatever its length
 # A resumed session continues a run from its last checkpoint: one every tenth of a short run, so that
 # little is simulated again, and at least every 5000 steps in a long one.
@@ -53,12 +56,14 @@ class TaskBoard:
     ``on_submit`` hears of each new simulation (the session journals it), so that a resumed session
     can ``reattach`` it: sent again to its site with the same work directory, where the MD kernel
     continues from the last checkpoint (a finished run only reports again; no step is simulated twice).
+    ``on_poll`` is given the board at each ``poll`` to act on requests from other processes.
     """
 
     session_dir: Path
     sites: Mapping[str, SiteConfig]
     default_site: str = "local"
     on_submit: Callable[[BoardTask], None] | None = None
+    on_poll: Callable[[TaskBoard], None] | None = None
     _executors: dict[str, Executor] = field(default_factory=dict)
     _tasks: dict[str, BoardTask] = field(default_factory=dict)
     _issued: int = 0
@@ -111,9 +116,18 @@ class TaskBoard:
         return self._executors[task.site].status(task.handle)
 
     def wait(self, task: BoardTask, timeout_s: float) -> TaskState:
-        """Wait up to ``timeout_s`` for the task to end; its state then."""
-        self._executors[task.site].wait_any([task.handle], timeout=timeout_s)
-        return self.state(task)
+        """Wait up to ``timeout_s`` for the task to end, polling every ``POLL_S``; its state then."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self.poll()
+            left = deadline - time.monotonic()
+            if left <= 0 or self._executors[task.site].wait_any([task.handle], timeout=min(POLL_S, left)):
+                return self.state(task)
+
+    def poll(self) -> None:
+        """Act on what other processes asked of this board's tasks (``on_poll``), if anyone listens."""
+        if self.on_poll is not None:
+            self.on_poll(self)
 
     def value(self, task: BoardTask) -> Any:
         """The finished task's value; ``ToolFailed`` for a task that failed or was cancelled."""

@@ -18,7 +18,7 @@ from sciagent.agent.approvals import ApprovalDesk, Terminal
 from sciagent.agent.journal import Journal
 from sciagent.agent.loop import Agent
 from sciagent.agent.ownership import owning
-from sciagent.agent.session import JournalledModel, SessionJournal
+from sciagent.agent.session import JournalledModel, SessionJournal, record_task_states
 from sciagent.agent.steps import Budget, SessionOutcome
 from sciagent.config import Settings
 from sciagent.errors import Terminated, UserError
@@ -179,7 +179,10 @@ def open_session(
             options.on_session(record.session_id)
         session_dir = workspace / "sessions" / record.session_id
         session_dir.mkdir(parents=True, exist_ok=True)
-        board = TaskBoard(session_dir, settings.sites, default_site=site, on_submit=journal_task(record))
+        board = TaskBoard(
+            session_dir, settings.sites, default_site=site, on_submit=journal_task(record),
+            on_poll=record.on_poll,
+        )  # fmt: skip
         try:
             for task in journal.tasks(record.session_id):
                 board.reattach(task.key, task.executor, MDSpec.model_validate(task.spec["spec"]))
@@ -222,7 +225,10 @@ def open_session(
             journal.set_run_status(record.session_id, "failed", f"{type(exc).__name__}: {exc}")
             raise
         finally:
-            board.close()
+            try:
+                record_task_states(journal, record.session_id, board)
+            finally:
+                board.close()
 
 
 def _take_queued(journal: Journal, session_id: str, config: dict[str, object]) -> SessionJournal:

@@ -26,7 +26,7 @@ from sciagent.agent.approvals import ApprovalDesk
 from sciagent.agent.journal import Journal
 from sciagent.agent.journal_rows import one_line
 from sciagent.agent.ownership import RunOwned, owning
-from sciagent.agent.session import MCP_KIND, SessionJournal, run_kind
+from sciagent.agent.session import MCP_KIND, SessionJournal, record_task_states, run_kind
 from sciagent.config import Settings
 from sciagent.errors import UserError
 from sciagent.mcp.server import ServedApprovals, ServedCall, catalogue_server
@@ -134,13 +134,7 @@ def _journal_call(journal: Journal, run_id: str) -> Callable[[ServedCall], None]
 
 def _journal_states(journal: Journal, run_id: str, board: TaskBoard) -> None:
     """Each task's state into its journal row, and the run's: interrupted if a simulation is unfinished."""
-    unfinished = 0
-    for task in board.tasks():
-        state = board.state(task)
-        unfinished += not state.done
-        row = journal.find_task(run_id, task.task_id)
-        if row is not None and state.done:
-            journal.update_task(row.id, status=state.value)
+    unfinished = record_task_states(journal, run_id, board)
     if unfinished:
         note = f"the server stopped with {unfinished} simulation(s) unfinished: the next one continues them"
         journal.set_run_status(run_id, "interrupted", note)
