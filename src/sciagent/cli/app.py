@@ -21,6 +21,7 @@ from sciagent.cli import eval as cli_eval
 from sciagent.cli import jobs as cli_jobs
 from sciagent.cli import study as cli_study
 from sciagent.cli import tools as cli_tools
+from sciagent.cli import ui as cli_ui
 from sciagent.cli.approval import approve_command
 from sciagent.cli.chem import chem_app
 from sciagent.cli.common import (
@@ -43,6 +44,7 @@ from sciagent.config_trust import TRUST_ENV
 from sciagent.console import err_console, md_progress, out_console
 from sciagent.crash import record_internal_error
 from sciagent.errors import SciagentError
+from sciagent.progress import SimulationProgress
 from sciagent.redaction import RedactingFormatter
 from sciagent.science.simulate import SimulationOutcome, simulate_and_analyze
 from sciagent.science.spec import MDSpec
@@ -65,6 +67,7 @@ app.command("chat")(cli_ask.chat_command)
 app.command("tell")(cli_ask.tell_command)
 app.command("approve")(approve_command)
 app.command("submit")(cli_jobs.submit_command)
+app.command("ui")(cli_ui.ui_command)
 app.add_typer(cli_jobs.job_app, name="job")
 app.add_typer(llm_app, name="llm")
 app.add_typer(auth_app, name="auth")
@@ -273,7 +276,10 @@ def _simulate_on_site(site: str, spec: MDSpec, workdir: Path) -> SimulationOutco
     if spec.platform == "auto" and platform != "auto":
         spec = spec.model_copy(update={"platform": platform})
     err_console.print(f"submitting to site {site} ...", highlight=False)
-    with make_executor(site, settings.sites, run_dir=Path(workdir) / "parsl") as executor:
+    with (
+        make_executor(site, settings.sites, run_dir=Path(workdir) / "parsl") as executor,
+        SimulationProgress(workdir, spec, site),
+    ):
         return executor.result(executor.submit(simulate_and_analyze, spec, Path(workdir).resolve()))
 
 

@@ -30,6 +30,7 @@ from sciagent.config import Settings
 from sciagent.console import err_console, out_console
 from sciagent.errors import ConfigError, SciagentError, Terminated
 from sciagent.llm.profiles import resolve_profile
+from sciagent.progress import RunProgress
 from sciagent.redaction import scrub
 from sciagent.workflows.sessions.ask import AskOptions, AskResult, ask, open_session, resume, tell
 
@@ -79,10 +80,13 @@ def ask_command(
     """Answer a question by letting the model call sciagent's tools; every number is checked."""
     settings = settings_for(workspace)
     approvals = Approvals(approve_all, wait_for_approval)
+    progress = RunProgress(settings.workspace)
     ask_user = _terminal_or_none()
-    options = _options(llm, site, budget, max_steps, approvals, ask_user, mcp, allow_unsandboxed_code)
+    options = _options(
+        llm, site, budget, max_steps, approvals, ask_user, progress, mcp, allow_unsandboxed_code
+    )
     _small_model_notice(llm, settings)
-    _end(lambda opts: ask(with_structure(question, structure), opts, settings), options, as_json)
+    _end(lambda opts: ask(with_structure(question, structure), opts, settings), options, as_json, progress)
 
 
 def resume_session(
@@ -99,10 +103,13 @@ def resume_session(
 ) -> None:
     """``sciagent resume`` of an ask/chat session (``app.resume`` decides which kind an id is)."""
     settings = settings_for(workspace)
+    progress = RunProgress(settings.workspace)
     ask_user = _terminal_or_none()
-    options = _options(llm, site, budget, max_steps, approvals, ask_user, None, allow_unsandboxed_code)
+    options = _options(
+        llm, site, budget, max_steps, approvals, ask_user, progress, None, allow_unsandboxed_code
+    )
     options = replace(options, takeover=takeover)
-    _end(lambda opts: resume(session_id, opts, settings), options, as_json)
+    _end(lambda opts: resume(session_id, opts, settings), options, as_json, progress)
 
 
 def chat_command(
@@ -127,20 +134,26 @@ def chat_command(
     if not first:
         return
     approvals = Approvals(approve_all, wait_for_approval)
-    options = _options(llm, site, budget, max_steps, approvals, _answer_line, mcp, allow_unsandboxed_code)
+    progress = RunProgress(settings.workspace)
+    options = _options(
+        llm, site, budget, max_steps, approvals, _answer_line, progress, mcp, allow_unsandboxed_code
+    )
     _small_model_notice(llm, settings)
     with (
         exits_on_error(),
         open_session(settings, options, question=with_structure(first, structure)) as session,
     ):
         err_console.print(f"session {session.record.session_id}", highlight=False)
-        result = session.answer(session.agent.run(session.question))
+        progress.follow(session.record.session_id)
+        with progress:  # a turn: the status is drawn while the agent works, not while you type
+            result = session.answer(session.agent.run(session.question))
         while True:
             _print(result, as_json=False)
             text = _read_line(prompt)
             if not text:
                 break
-            result = session.follow_up(text)
+            with progress:
+                result = session.follow_up(text)
 
 
 def _small_model_notice(llm: str | None, settings: Settings) -> None:
@@ -203,30 +216,40 @@ def _options(
     max_steps: int,
     approvals: Approvals,
     ask_user: Callable[[str], str] | None,
+    progress: RunProgress,
     mcp: list[str] | None = None,
     allow_unsandboxed: bool = False,
 ) -> AskOptions:
+    """The session's options; its prompts (approvals, the agent's questions) pause ``progress``."""
     return AskOptions(
         llm=llm,
         site=site,
         budget=Budget(max_steps=max_steps, wall_time_s=duration_flag("--budget", budget)),
         approve_all=approvals.approve_all,
-        terminal=terminal_or_none(),
+        terminal=progress.pausing(terminal_or_none()),
         wait_for_approval_s=duration_flag("--wait-for-approval", approvals.wait) if approvals.wait else 0.0,
-        ask_user=ask_user,
+        ask_user=progress.asking(ask_user),
         mcp=tuple(mcp or ()),
         allow_unsandboxed_code=allow_unsandboxed,
     )
 
 
-def _end(work: Callable[[AskOptions], AskResult], options: AskOptions, as_json: bool) -> None:
-    """Run the session; 0 when it answered, 1 when it did not (budget, model failure) or was stopped,
-    2 for bad input. SIGTERM stops it at once (nothing in a session waits for a stop request), marked
-    ``interrupted`` with the reason, and the line printed names the command that resumes it."""
+def _end(
+    work: Callable[[AskOptions], AskResult], options: AskOptions, as_json: bool, progress: RunProgress
+) -> None:
+    """Run the session, its progress on stderr meanwhile; 0 when it answered, 1 when it did not (budget,
+    model failure) or was stopped, 2 for bad input. SIGTERM stops it at once (nothing in a session waits
+    for a stop request), marked ``interrupted`` with the reason, and the line printed names the command
+    that resumes it."""
     opened: list[str] = []
+
+    def started(session_id: str) -> None:
+        opened.append(session_id)
+        progress.follow(session_id)
+
     try:
-        with StopOnSigterm():
-            result = work(replace(options, on_session=opened.append))
+        with StopOnSigterm(), progress:
+            result = work(replace(options, on_session=started))
     except SciagentError as exc:
         if as_json:
             typer.echo(json.dumps({"status": "failed", "error": str(exc), "exit_code": exit_code_for(exc)}))

@@ -17,6 +17,7 @@ from rich.table import Table
 
 from sciagent.cli.common import exits_on_error, fail, settings_for
 from sciagent.console import err_console, out_console
+from sciagent.progress import RunProgress
 from sciagent.tools.chem import EnergyArguments
 from sciagent.workflows.chem_run import run_chem_energy
 
@@ -58,8 +59,10 @@ def energy(
         problem = exc.errors()[0]
         flag = "--" + str(problem["loc"][0]).replace("_", "-") if problem["loc"] else "input"
         fail(f"{flag}: {problem['msg']}")
-    with exits_on_error():
-        done = run_chem_energy(arguments, settings_for(workspace))
+    settings = settings_for(workspace)
+    progress = RunProgress(settings.workspace)
+    with exits_on_error(), progress:
+        done = run_chem_energy(arguments, settings, on_run=progress.follow)
     energy, run_dir = done.energy, done.run_dir
     if as_json:
         payload = {

@@ -8,6 +8,7 @@ with the reason before the error goes on to the command.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,8 +32,11 @@ class ChemRun:
     report: Path
 
 
-def run_chem_energy(arguments: EnergyArguments, settings: Settings) -> ChemRun:
-    """Compute one energy as a journal run of kind ``chem`` under ``settings.workspace``.
+def run_chem_energy(
+    arguments: EnergyArguments, settings: Settings, on_run: Callable[[str], None] | None = None
+) -> ChemRun:
+    """Compute one energy as a journal run of kind ``chem`` under ``settings.workspace``; ``on_run`` is
+    told the run's id once it exists (to watch it).
 
     Raises:
         SciagentError: the molecule, method or site cannot be used, or the calculation failed (the run
@@ -42,6 +46,8 @@ def run_chem_energy(arguments: EnergyArguments, settings: Settings) -> ChemRun:
     with Journal.in_workspace(settings.workspace) as journal, ExitStack() as owned:
         run_id = journal.create_run(f"chem energy {arguments.molecule}", {"kind": CHEM_KIND, **asked})
         owned.enter_context(owning(journal, run_id, what="chem run"))
+        if on_run is not None:
+            on_run(run_id)
         run_dir = Path(settings.workspace).resolve() / run_id
         run_dir.mkdir(parents=True, exist_ok=True)
         step = journal.start_step(run_id, "chem_energy", arguments.molecule, asked)
