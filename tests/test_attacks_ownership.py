@@ -37,6 +37,7 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
+from tests.scripted_plans import villin_plan
 
 from openai_server import OpenAIServer, RecordedRequest, Reply, text_reply, tool_call_reply
 
@@ -275,17 +276,7 @@ def test_an_owner_killed_with_sigkill_does_not_block_the_next_resume(tmp_path: P
     assert children == [("completed",)]  # the same sub-agent, resumed by its parent's new owner
 
 
-PLAN = {
-    "reference_temperature_k": 300,
-    "elevated_temperatures_k": [400],
-    "replicas": 1,
-    "timestep_fs": 4,
-    "hydrogen_mass_repartitioning": True,
-    "constraints": "hbonds",
-    "production_ps": 2,
-    "solvent": "implicit",
-    "rationale": "A cheap plan.",
-}
+PLAN = villin_plan(rationale="A cheap plan.")
 
 
 def test_a_second_resume_of_a_live_study_is_refused_and_without_ownership_its_step_is_closed(

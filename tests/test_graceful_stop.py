@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+from tests.scripted_plans import villin_plan
 
 from journal_sql import journal_rows
 from openai_server import OpenAIServer, slow_reply, text_reply
@@ -30,17 +31,9 @@ from sciagent.science.spec import MDSpec
 from sciagent.workflows.study.stopping import clear_stop, request_stop, stop_path, stop_reason
 
 STOP_AT = 150  # a report step (report_interval 50) between two periodic checkpoints (every 100)
-PLAN = {
-    "reference_temperature_k": 300,
-    "elevated_temperatures_k": [400],
-    "replicas": 1,
-    "timestep_fs": 4,
-    "hydrogen_mass_repartitioning": True,
-    "constraints": "hbonds",
-    "production_ps": 10,
-    "solvent": "implicit",
-    "rationale": "300 K against 400 K, long enough to be running when the job's limit comes.",
-}
+PLAN = villin_plan(
+    production_ps=10, rationale="300 K against 400 K, long enough to be running when the job's limit comes."
+)
 SUMMARY = {"summary": "At 300 K the backbone held; the hotter run is compared in the findings."}
 
 

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from tests.scripted_plans import villin_plan
 
 from journal_sql import journal_rows
 from openai_server import OpenAIServer, slow_reply, text_reply
@@ -40,17 +41,7 @@ GOAL = "Assess the thermal stability of the villin headpiece at 300 K and 400 K"
 SITE = f'[sites.testslurm]\nkind = "parsl"\nprovider = "slurm"\npartition = "{PARTITION}"\n'
 MESSAGES = "SELECT message FROM events"
 NO_EXTENSIONS = "[study]\nextensions = 0\n"  # a run cut short by the budget is not extended: deterministic
-SCRIPTED_PLAN = {
-    "reference_temperature_k": 300,
-    "elevated_temperatures_k": [400],
-    "replicas": 1,
-    "timestep_fs": 4,
-    "hydrogen_mass_repartitioning": True,
-    "constraints": "hbonds",
-    "production_ps": 2,
-    "solvent": "implicit",
-    "rationale": "Physiological and elevated temperature; 4 fs with HMR keeps it cheap.",
-}
+SCRIPTED_PLAN = villin_plan(rationale="Physiological and elevated temperature; 4 fs with HMR keeps it cheap.")
 SUMMARY = {"summary": "At 300 K the backbone held; the hotter run is compared in the findings."}
 
 

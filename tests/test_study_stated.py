@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from tests.scripted_plans import villin_plan
 
 from openai_server import OpenAIServer, text_reply
 from sciagent.errors import UserError
@@ -23,17 +24,8 @@ from sciagent.workflows.study.guardrails import Allowance, Throughput, fit_plan,
 from sciagent.workflows.study.plans import StudyPlan
 
 GOAL = "Is the villin headpiece stable at 300 K and at 400 K?"
-MODEL_PLAN = {  # the model's choice: 450 K, where the user asked for 400 K
-    "reference_temperature_k": 300,
-    "elevated_temperatures_k": [450],
-    "replicas": 1,
-    "timestep_fs": 4,
-    "hydrogen_mass_repartitioning": True,
-    "constraints": "hbonds",
-    "production_ps": 2,
-    "solvent": "implicit",
-    "rationale": "450 K stresses the fold hardest.",
-}
+# the model's choice: 450 K, where the user asked for 400 K
+MODEL_PLAN = villin_plan(elevated_temperatures_k=[450], rationale="450 K stresses the fold hardest.")
 SUMMARY = {"summary": "The runs are compared in the findings."}
 
 

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
+from tests.scripted_plans import villin_plan
 
 from openai_server import OpenAIServer, text_reply
 from sciagent.config import Settings
@@ -21,17 +22,7 @@ from sciagent.workflows.study.tool import MIN_BUDGET_S
 pytestmark = pytest.mark.timeout(300)
 
 GOAL = "Is the villin headpiece stable at 300 K, and does it lose its fold at 400 K?"
-PLAN = {
-    "reference_temperature_k": 300,
-    "elevated_temperatures_k": [400],
-    "replicas": 1,
-    "timestep_fs": 4,
-    "hydrogen_mass_repartitioning": True,
-    "constraints": "hbonds",
-    "production_ps": 2,
-    "solvent": "implicit",
-    "rationale": "A short look at the reference and one elevated temperature.",
-}
+PLAN = villin_plan()
 # Room for a slow, shared machine; the cap keeps the study from filling it (runs are lengthened to fit).
 BUDGET_S, RUN_CAP_S = 120, 45
 SUMMARY = {"summary": "Both runs are too short for a firm verdict; see the findings."}

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from tests.scripted_plans import villin_plan
 
 from journal_sql import journal_rows
 from openai_server import (
@@ -38,17 +39,11 @@ from table_checks import assert_row_is_the_analysis
 
 pytestmark = [pytest.mark.slow, pytest.mark.whole_machine]  # plans are fitted to this machine
 
-BLOW_UP_PLAN = {
-    "reference_temperature_k": 300,
-    "elevated_temperatures_k": [450],
-    "replicas": 1,
-    "timestep_fs": 4,
-    "hydrogen_mass_repartitioning": True,
-    "constraints": "none",  # 4 fs with free bonds to hydrogen: blows up within a few hundred steps
-    "production_ps": 2,
-    "solvent": "implicit",
-    "rationale": "High temperature probes unfolding; 4 fs with HMR keeps it cheap.",
-}
+BLOW_UP_PLAN = villin_plan(
+    elevated_temperatures_k=[450],
+    constraints="none",  # 4 fs with free bonds to hydrogen: blows up within a few hundred steps
+    rationale="High temperature probes unfolding; 4 fs with HMR keeps it cheap.",
+)
 SAFE_PLAN = {**BLOW_UP_PLAN, "elevated_temperatures_k": [400], "constraints": "hbonds"}
 FIX = {"timestep_fs": 2, "constraints": "hbonds", "minimize": True, "rationale": "Constrain H bonds at 2 fs."}
 SUMMARY = {"summary": "At 300 K the backbone held; the hotter run is compared in the findings."}
