@@ -37,9 +37,9 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
-from tests.scripted_plans import villin_plan
 
 from openai_server import OpenAIServer, RecordedRequest, Reply, text_reply, tool_call_reply
+from scripted_plans import villin_plan
 
 pytestmark = pytest.mark.timeout(300)
 SUB_AGENT = {

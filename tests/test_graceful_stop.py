@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.scripted_plans import villin_plan
 
 from journal_sql import journal_rows
 from openai_server import OpenAIServer, slow_reply, text_reply
@@ -29,6 +28,7 @@ from sciagent.science.reporters import MDProgress
 from sciagent.science.segments import read_segments
 from sciagent.science.spec import MDSpec
 from sciagent.workflows.study.stopping import clear_stop, request_stop, stop_path, stop_reason
+from scripted_plans import villin_plan
 
 STOP_AT = 150  # a report step (report_interval 50) between two periodic checkpoints (every 100)
 PLAN = villin_plan(

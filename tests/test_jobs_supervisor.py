@@ -18,13 +18,13 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.scripted_plans import villin_plan
 
 from journal_sql import journal_rows
 from openai_server import OpenAIServer, slow_reply, text_reply
 from sciagent.agent.journal import Journal
 from sciagent.science.segments import read_segments
 from sciagent.workflows.jobs.records import JobRecord, jobs_of
+from scripted_plans import villin_plan
 from slurm_cluster import PARTITION
 
 pytestmark = [

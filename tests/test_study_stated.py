@@ -15,13 +15,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from tests.scripted_plans import villin_plan
 
 from openai_server import OpenAIServer, text_reply
 from sciagent.errors import UserError
 from sciagent.workflows.study.goal import dropped_by_the_fit, goal_values, hold_goal
 from sciagent.workflows.study.guardrails import Allowance, Throughput, fit_plan, physical_checks
 from sciagent.workflows.study.plans import StudyPlan
+from scripted_plans import villin_plan
 
 GOAL = "Is the villin headpiece stable at 300 K and at 400 K?"
 # the model's choice: 450 K, where the user asked for 400 K

@@ -10,7 +10,6 @@ import json
 from pathlib import Path
 
 import pytest
-from tests.scripted_plans import villin_plan
 
 from openai_server import OpenAIServer, text_reply
 from sciagent.config import Settings
@@ -18,6 +17,7 @@ from sciagent.tools.catalogue import builtin_tools
 from sciagent.tools.registry import ToolArgumentsError, ToolContext, ToolFailed
 from sciagent.workflows.catalogue import full_catalogue
 from sciagent.workflows.study.tool import MIN_BUDGET_S
+from scripted_plans import villin_plan
 
 pytestmark = pytest.mark.timeout(300)
 

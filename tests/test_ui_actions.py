@@ -17,7 +17,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from tests.scripted_plans import villin_plan
 
 from openai_server import OpenAIServer, slow_reply, text_reply, tool_call_reply
 from sciagent.agent.approvals import answer_request
@@ -26,6 +25,7 @@ from sciagent.agent.session import SessionJournal
 from sciagent.errors import UserError
 from sciagent.tools.approval import Verdict
 from sciagent.ui import actions
+from scripted_plans import villin_plan
 
 pytestmark = pytest.mark.timeout(300)
 BY = "web UI (tester@login1)"

@@ -22,7 +22,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from tests.scripted_plans import villin_plan
 
 from journal_sql import journal_rows
 from openai_server import (
@@ -35,6 +34,7 @@ from openai_server import (
 )
 from sciagent.science.analysis import analyze_trajectory
 from sciagent.workflows.study.policy import RetryLimits
+from scripted_plans import villin_plan
 from table_checks import assert_row_is_the_analysis
 
 pytestmark = [pytest.mark.slow, pytest.mark.whole_machine]  # plans are fitted to this machine
