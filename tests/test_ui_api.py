@@ -161,6 +161,29 @@ def test_a_session_page_shows_its_pending_approval_and_its_sub_agent(
     assert [f["path"] for f in child["files"]] == ["notes.txt"]  # a sub-agent shares its parent's
 
 
+def test_a_finished_study_shows_its_findings_first_but_never_through_a_link(
+    client: TestClient, workspace: Workspace, tmp_path: Path
+) -> None:
+    """The findings come from the run's results.json. The attack: results.json is a link to a file
+    outside the run (a session's code could plant one); the control shows that file has findings."""
+    findings = ["At 300 K (T300-r1) the verdict was stable (the fold held)."]
+    with Journal.in_workspace(workspace.path) as journal:
+        study = journal.create_run("stability of villin", {})
+        journal.set_run_status(study, "completed")
+    (workspace.path / study).mkdir()
+    results = workspace.path / study / "results.json"
+    results.write_text(json.dumps({"findings": findings}))
+    outcome = client.get(f"/api/runs/{study}").json()["outcome"]
+    assert outcome == {"title": "Findings", "lines": findings}
+    assert client.get(f"/api/runs/{workspace.study}").json()["outcome"] is None  # failed: its failure instead
+    elsewhere = tmp_path / "planted.json"
+    elsewhere.write_text(json.dumps({"findings": ["planted"]}))
+    results.unlink()
+    results.symlink_to(elsewhere)
+    assert json.loads(results.read_text())["findings"] == ["planted"]  # control: the link leads to findings
+    assert client.get(f"/api/runs/{study}").json()["outcome"] is None
+
+
 def test_jobs_of_a_batch_run_come_with_their_state_and_walltime_left(tmp_path: Path) -> None:
     from sciagent.workflows.jobs.records import record_started, record_submitted
 

@@ -20,10 +20,11 @@ from starlette.types import ASGIApp
 
 from sciagent.agent.journal import Journal
 from sciagent.ui.app import create_app
-from sciagent.ui.auth import COOKIE, HEADER, SECURITY_HEADERS, TokenGate, new_token
+from sciagent.ui.auth import HEADER, SECURITY_HEADERS, TokenGate, cookie_name, new_token
 
 TOKEN = new_token()
 BASE = "http://127.0.0.1:8765"  # as the browser sees it (also through ssh -L)
+COOKIE = cookie_name("127.0.0.1:8765")  # sciagent_ui_8765
 PAGE = "the runs of this workspace"
 
 

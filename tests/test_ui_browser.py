@@ -108,7 +108,7 @@ def test_the_page_needs_its_token(browser: Browser, ui: UiServer) -> None:
         expect(page.locator("#counters")).to_be_visible()
         assert "token" not in page.url
         assert page.request.get(ui.base + "/api/runs").status == 200  # the cookie now
-        cookie = next(c for c in context.cookies() if c["name"] == "sciagent_ui")
+        cookie = next(c for c in context.cookies() if c["name"].startswith("sciagent_ui_"))
         assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
     finally:
         context.close()
@@ -131,12 +131,14 @@ def test_an_approval_given_in_the_page_lets_the_session_go_on_without_a_reload(
         expect(approval).to_contain_text("why asked")
         screenshot(page, "run-approval-pending")
         navigations: list[str] = []
-        page.on("framenavigated", lambda frame: navigations.append(frame.url))
+        page.on("framenavigated", lambda frame: frame == page.main_frame and navigations.append(frame.url))
         page.evaluate("window.__same_document = true")
         approval.locator("button.approve").click()
         expect(page.locator("#timeline .answer").filter(has_text=answer)).to_be_visible(timeout=WAIT_MS)
         expect(page.locator("#approvals")).to_be_hidden()
         expect(page.locator("#run-header .badge")).to_have_text("completed", timeout=WAIT_MS)
+        expect(page.locator("#outcome")).to_contain_text(answer, timeout=WAIT_MS)  # first on the page
+        expect(page.locator("#tell")).to_have_count(0)  # a finished session cannot be told anything
         assert page.evaluate("window.__same_document") is True and navigations == []  # no reload
         screenshot(page, "run-approved-answered")
     finally:

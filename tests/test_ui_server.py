@@ -29,7 +29,7 @@ import typer
 from sciagent.agent.journal import Journal
 from sciagent.cli import ui as cli_ui
 from sciagent.errors import UserError
-from sciagent.ui.auth import COOKIE
+from sciagent.ui.auth import COOKIE, cookie_name
 from sciagent.ui.server import serve_ui
 
 pytestmark = pytest.mark.timeout(300)
@@ -87,6 +87,27 @@ def _ui(*args: str, cwd: Path, ready: str, env: dict[str, str] | None = None) ->
         served.stop()
 
 
+def test_two_uis_in_one_browser_keep_their_own_logins(workspace: Path, tmp_path: Path) -> None:
+    """A browser sends a host's cookies to all its ports: each UI's cookie is named after its port, so
+    logging in to a second UI (another workspace, tunnelled to the same laptop) keeps the first."""
+    first_dir, second_dir = tmp_path / "a", tmp_path / "b"
+    first_dir.mkdir(), second_dir.mkdir()
+    with (
+        _ui("--workspace", str(workspace), "--port", "0", cwd=first_dir, ready="ssh -L") as first,
+        _ui("--workspace", str(workspace), "--port", "0", cwd=second_dir, ready="ssh -L") as second,
+        httpx.Client(follow_redirects=True, timeout=10) as browser,
+    ):
+        (url_a, port_a, token_a), (url_b, port_b, _) = _printed_url(first), _printed_url(second)
+        assert browser.get(url_a).status_code == 200 and browser.get(url_b).status_code == 200
+        assert browser.get(f"http://127.0.0.1:{port_a}/api/runs").status_code == 200  # still logged in
+        assert browser.get(f"http://127.0.0.1:{port_b}/api/runs").status_code == 200
+        # Control: one cookie name for every port, as before; the second login replaced the first's.
+        browser.cookies.set(COOKIE, browser.cookies[cookie_name(f"127.0.0.1:{port_b}")])
+        browser.cookies.delete(cookie_name(f"127.0.0.1:{port_a}"))
+        assert token_a not in str(browser.cookies.jar)
+        assert browser.get(f"http://127.0.0.1:{port_a}/api/runs").status_code == 403
+
+
 def _one_line_error(*args: str, cwd: Path, env: dict[str, str] | None = None) -> str:
     """The one ``error:`` line of ``sciagent ui ARGS``, which must exit 2 without serving."""
     completed = subprocess.run([*SCIAGENT, "ui", *args], cwd=cwd, env=env or _env(), capture_output=True,
@@ -105,7 +126,8 @@ def test_the_printed_url_opens_the_ui_and_nothing_without_the_token(workspace: P
         with httpx.Client(follow_redirects=True, timeout=10) as browser:
             page = browser.get(url)
             assert page.status_code == 200 and token not in str(page.url)
-            assert page.history[0].status_code == 303 and browser.cookies[COOKIE] == token
+            assert page.history[0].status_code == 303
+            assert browser.cookies[cookie_name(f"127.0.0.1:{port}")] == token
             runs = browser.get(f"http://127.0.0.1:{port}/api/runs")
             assert runs.status_code == 200 and [run["goal"] for run in runs.json()["runs"]] == [GOAL]
         for path in ("/", "/api/runs", f"/?token={token[:-1]}"):

@@ -120,6 +120,22 @@ def test_a_temperature_off_target_is_a_warning(simulation: Path, tmp_path: Path)
     assert temperature["level"] == "warning" and "target 300 K: more than 15 K off" in temperature["text"]
 
 
+def test_a_few_rows_still_heating_up_are_not_judged_for_temperature(simulation: Path, tmp_path: Path) -> None:
+    """A study's speed probe: a few rows from just after minimisation, still far below the target. The
+    real file cut to its first production rows, shifted 80 K down as the probe's 3 rows are."""
+    workdir = _copy(simulation, tmp_path)
+    state = workdir / "state.csv"
+    header, *rows = state.read_text().splitlines()
+    first = [row for row in rows if row.startswith("production")][:3]
+    state.write_text("\n".join([header, *first]) + "\n")
+    _edit(state, lambda row: {**row, "temperature_k": f"{float(row['temperature_k']) - 80:g}"})
+    temperature = _badges(tmp_path)["temperature"]
+    assert temperature["level"] == "ok" and temperature["text"].startswith("not judged yet: 3 of 20")
+    # control: the same rows repeated to a full window are judged, and are off target
+    state.write_text("\n".join([header, *(state.read_text().splitlines()[1:] * 7)]) + "\n")
+    assert _badges(tmp_path)["temperature"]["level"] == "warning"
+
+
 def test_no_new_rows_for_a_while_is_stale_unless_the_run_finished(simulation: Path, tmp_path: Path) -> None:
     workdir = _copy(simulation, tmp_path, finished=False)  # as if still running: no result yet
     written = (workdir / "state.csv").stat().st_mtime

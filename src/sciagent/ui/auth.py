@@ -7,9 +7,11 @@ of every request:
 
 - a ``Host`` that is a loopback name: a page of another site whose name was re-pointed at 127.0.0.1
   (DNS rebinding) sends its own name, and is refused;
-- the token, in the ``sciagent_ui`` cookie or the ``X-Sciagent-Token`` header, compared in constant
-  time. ``GET ...?token=T``, the URL ``sciagent ui`` prints, sets the cookie (HttpOnly, SameSite=Strict)
-  and redirects to the same URL without the token, so it stays out of history and ``Referer``;
+- the token, in the ``sciagent_ui_PORT`` cookie or the ``X-Sciagent-Token`` header, compared in constant
+  time (a browser shares cookies across the ports of one host: each UI's cookie is named after its
+  port, so two UIs tunnelled to one laptop do not log each other out). ``GET ...?token=T``, the URL
+  ``sciagent ui`` prints, sets the cookie (HttpOnly, SameSite=Strict) and redirects to the same URL
+  without the token, so it stays out of history and ``Referer``;
 - for anything but GET and HEAD, the header (a browser attaches the cookie to a forged cross-site form
   too, never the header) and an ``Origin`` that is absent or this very host.
 
@@ -85,7 +87,8 @@ class TokenGate:
         if request.method == "GET" and QUERY in request.query_params:
             return None if self._valid(request.query_params[QUERY]) else NO_TOKEN
         if request.method in READ_METHODS:
-            if self._valid(request.headers.get(HEADER)) or self._valid(request.cookies.get(COOKIE)):
+            cookie = request.cookies.get(cookie_name(host))
+            if self._valid(request.headers.get(HEADER)) or self._valid(cookie):
                 return None
             return NO_TOKEN
         if not self._valid(request.headers.get(HEADER)):
@@ -108,8 +111,17 @@ class TokenGate:
             status_code=303,
             headers={"Cache-Control": "no-store"},
         )
-        response.set_cookie(COOKIE, self._token.decode(), path="/", httponly=True, samesite="strict")
+        name = cookie_name(request.headers.get("host", ""))
+        response.set_cookie(name, self._token.decode(), path="/", httponly=True, samesite="strict")
         return response
+
+
+def cookie_name(host: str) -> str:
+    """The login cookie's name for the UI reached as ``host``: ``sciagent_ui_8765``, or ``sciagent_ui``
+    where the ``Host`` names no port."""
+    port = host.rpartition("]")[2] if host.startswith("[") else host
+    port = port.rpartition(":")[2] if ":" in port else ""
+    return f"{COOKIE}_{port}" if port.isdigit() else COOKIE
 
 
 def _hostname(host: str) -> str:

@@ -108,11 +108,40 @@ def run_detail(journal: Journal, workspace: Path, run_id: str) -> dict[str, Any]
         "tasks": [item_of(task) for task in tasks],
         "jobs": jobs,
         "failure": _failure(run, tasks, directory),
+        "outcome": _outcome(run, steps, directory),
         "files": [f.as_dict(run.id) for f in list_files(directory)] if directory else [],
         "telemetry": run_telemetry(directory),
         "children": children,
         "cursor": cursor,
     }
+
+
+def _outcome(run: RunRow, steps: list[StepRow], directory: Path | None) -> dict[str, Any] | None:
+    """What a finished run found, first on its page: a study's findings, a session's answer, a chemistry
+    run's result line; None while it runs or where it recorded none."""
+    if run.status != "completed":
+        return None
+    kind = kind_of(run)
+    if kind == "chem":
+        lines = [step.summary for step in steps if step.kind == "chem_energy" and step.status == "completed"]
+        return {"title": "Result", "lines": lines} if lines else None
+    results = _results(directory)
+    if kind == "study" and isinstance(results.get("findings"), list):
+        return {"title": "Findings", "lines": [str(line) for line in results["findings"]]}
+    if kind in ("session", "sub-agent") and isinstance(results.get("answer"), str):
+        return {"title": "Answer", "lines": [results["answer"]]}
+    return None
+
+
+def _results(directory: Path | None) -> dict[str, Any]:
+    """The run's results.json (read as any file in a run directory is: no link followed, size capped)."""
+    if directory is None:
+        return {}
+    try:
+        results = json.loads(read_back(directory, "results.json", _RESULT_BYTES))
+    except (ScratchFileError, ValueError):
+        return {}
+    return results if isinstance(results, dict) else {}
 
 
 def run_telemetry(directory: Path | None) -> list[dict[str, Any]]:

@@ -283,8 +283,8 @@ def _temperature_badge(rows: _Rows, target: float | None) -> dict[str, str]:
     production = [i for i in tail if rows.phase[i] == "production"][-LAST_ROWS:]
     last = rows.values["temperature_k"][production]
     last = last[np.isfinite(last)]
-    if target is None or not len(last):
-        return _badge("temperature", "ok", "not judged yet: no production rows or no target")
+    if target is None or len(last) < LAST_ROWS:  # a probe's few rows are still heating up from 200 K
+        return _badge("temperature", "ok", f"not judged yet: {len(last)} of {LAST_ROWS} production rows")
     mean, allowed = float(np.mean(last)), DEFAULT_THRESHOLDS.temperature_tolerance_fraction * target
     said = f"mean of the last {len(last)} rows {mean:.1f} K, target {target:g} K"
     if abs(mean - target) > allowed:

@@ -1,4 +1,5 @@
-// One run's page: header, failure, pending approvals, actions, live timeline, tasks, jobs, telemetry, files.
+// One run's page: header, failure or outcome, pending approvals, actions, live timeline, tasks, jobs,
+// telemetry, files.
 // The timeline grows from /api/runs/<id>/stream; the other panels are re-read (debounced) when a row arrives.
 import { badge, bytes, clock, el, fill, flash, getJSON, postJSON, pretty, seconds, setLive, stream } from "./dom.js";
 import { drawTelemetry } from "./plots.js";
@@ -13,6 +14,7 @@ export function showRun(main, id) {
   const panels = {
     header: el("section", { id: "run-header", class: "run-header" }),
     failure: el("section", { id: "failure", class: "panel failure", hidden: true }),
+    outcome: el("section", { id: "outcome", class: "panel outcome", hidden: true }),
     approvals: el("section", { id: "approvals", class: "panel approvals", hidden: true }),
     actions: el("section", { id: "actions", class: "actions" }),
     telemetry: el("section", { id: "telemetry", class: "panel", hidden: true }),
@@ -23,7 +25,7 @@ export function showRun(main, id) {
   };
   const timeline = el("ol", { id: "timeline", class: "timeline" });
   fill(main, el("p", { class: "crumbs" }, el("a", { href: "#/" }, "← all runs")),
-    panels.header, panels.failure, panels.approvals, panels.actions,
+    panels.header, panels.failure, panels.outcome, panels.approvals, panels.actions,
     el("div", { class: "columns" },
       el("section", { class: "panel wide" }, el("h2", {}, "Timeline"), timeline),
       el("div", { class: "side" }, panels.telemetry, panels.tasks, panels.jobs, panels.files, panels.children)));
@@ -59,6 +61,7 @@ export function showRun(main, id) {
     const run = detail.run;
     drawHeader(panels.header, run);
     drawFailure(panels.failure, detail.failure);
+    drawOutcome(panels.outcome, detail.outcome);
     drawApprovals(panels.approvals, id, detail.approvals || []);
     drawActions(panels.actions, run);
     drawTasks(panels.tasks, id, detail.tasks || []);
@@ -105,6 +108,12 @@ function drawFailure(node, failure) {
         el("pre", { class: "log" }, task.log_tail.join("\n"))] : null)));
 }
 
+function drawOutcome(node, outcome) {  // what a finished run found: findings, answer, result
+  node.hidden = !outcome;
+  if (!outcome) return;
+  fill(node, el("h2", {}, outcome.title), el("ul", { class: "outcome" }, (outcome.lines || []).map((line) => el("li", {}, line))));
+}
+
 function drawApprovals(node, runId, approvals) {
   node.hidden = !approvals.length;
   fill(node, el("h2", {}, `Waiting for approval (${approvals.length})`), approvals.map((a) => {
@@ -133,12 +142,12 @@ function drawApprovals(node, runId, approvals) {
 }
 
 function drawActions(node, run) {
-  const isSession = SESSION_KINDS.has(run.kind);
+  const canTell = SESSION_KINDS.has(run.kind) && !["completed", "failed"].includes(run.status);
   const canStop = run.kind === "study" && run.status === "running";
-  if (node.dataset.drawn === `${run.kind}:${canStop}`) return;  // keep what the user is typing
-  node.dataset.drawn = `${run.kind}:${canStop}`;
+  if (node.dataset.drawn === `${canTell}:${canStop}`) return;  // keep what the user is typing
+  node.dataset.drawn = `${canTell}:${canStop}`;
   fill(node);
-  if (isSession) {
+  if (canTell) {
     const input = el("input", { type: "text", id: "tell-text", placeholder: "tell the session something (read before its next model call)", "aria-label": "tell" });
     const form = el("form", { id: "tell", class: "tell", onsubmit: async (event) => {
       event.preventDefault();
