@@ -135,7 +135,8 @@ def test_a_request_without_the_token_is_refused(
     assert bare[0].get(path, **ATTACKS[how]).status_code == 200  # control
 
 
-@pytest.mark.parametrize("token", [WRONG, TOKEN[:20], ""])
+@pytest.mark.parametrize("token", [WRONG, TOKEN[:20], ""], ids=["wrong", "a prefix", "empty"])  # ids: the
+# tokens are random, and pytest-xdist workers must collect the same test names
 def test_a_wrong_token_in_the_url_sets_no_cookie(token: str, gated: tuple[TestClient, list[str]]) -> None:
     refused = gated[0].get(f"/?token={token}")
     assert refused.status_code == 403 and "set-cookie" not in refused.headers
