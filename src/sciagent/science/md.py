@@ -4,8 +4,11 @@ Minimise, equilibrate, produce, writing a DCD trajectory, a state CSV and atomic
 work directory that already holds a checkpoint of the same spec is continued from it, which is what
 batch-queue walltime limits and pre-emption need; a stop file (``MDSpec.stop_file``) stops a run at a
 report step with a checkpoint of exactly that step, and every call appends its steps to the segment
-ledger (``science/segments.py``), so no step is computed twice across jobs. Failures come back as a
-failed ``MDResult`` with a class and a message a person understands; nothing non-finite is ever written.
+ledger (``science/segments.py``), so no step is computed twice across jobs. A production deadline
+(``MDSpec.production_deadline_unix``) ends production the same way but completes the run: the time
+left, not a guessed length, decides how much is produced, and ``production_steps`` is the most there may
+be. Failures come back as a failed ``MDResult`` with a class and a message a person understands; nothing
+non-finite is ever written.
 
 Each checkpoint is OpenMM's own (``checkpoint.chk``: exact, random-number state included, but readable
 only by the same platform, hardware and OpenMM build) plus a portable saved state (``saved_state.xml``:
@@ -36,6 +39,7 @@ from sciagent.science.reporters import (
     CheckpointReporter,
     CsvSink,
     DcdReporter,
+    DeadlineReached,
     InstabilityDetected,
     MDProgress,
     NanGuard,
@@ -56,6 +60,7 @@ log = logging.getLogger(__name__)
 
 FailureClass = Literal["instability", "setup", "timeout", "platform", "stopped"]
 ResumedFrom = Literal["checkpoint", "saved_state"]
+EndedBy = Literal["max", "deadline"]
 ProgressCallback = Callable[[MDProgress], None]
 
 
@@ -65,6 +70,7 @@ class MDResult(BaseModel):
     status: Literal["completed", "failed"]
     failure_class: FailureClass | None = None
     message: str
+    ended_by: EndedBy | None = None  # completed runs: production reached its maximum or its deadline
     failed_at_step: int | None = None
     steps_completed: int = 0
     production_steps_completed: int = 0
@@ -79,6 +85,7 @@ class MDResult(BaseModel):
     resumed_from_step: int | None = None
     resumed_from: ResumedFrom | None = None
     wall_time_s: float = 0.0
+    timings_s: dict[str, float] = {}  # this call's wall seconds: setup, equilibration, production (those run)
     spec: MDSpec
     preparation: PreparationRecord | None = None
     workdir: str
@@ -103,7 +110,8 @@ class _Session:
         self.gb_force: str | None = None
         self.resumed_from_step: int | None = None
         self.resumed_from: ResumedFrom | None = None
-        self.production_rate: tuple[int, float] = (0, 0.0)  # production steps and seconds this call
+        self.timings_s: dict[str, float] = {}  # wall seconds of this call's setup and phases
+        self.production_steps_run = 0  # production steps this call computed
 
     @property
     def step(self) -> int:
@@ -116,18 +124,22 @@ def run_md(spec: MDSpec, workdir: Path | str, progress: ProgressCallback | None 
     files = RunFiles(Path(workdir).resolve())
     files.workdir.mkdir(parents=True, exist_ok=True)
     session = _Session(spec, files)
-    deadline = started + spec.max_wall_time_s if spec.max_wall_time_s else None
+    wall_limit = started + spec.max_wall_time_s if spec.max_wall_time_s else None
     from_step: int | None = None
     try:
-        if files.checkpoint_meta.exists():
-            _resume(session)
-        else:
-            _start_fresh(session)
-        write_atomic(files.spec, spec.model_dump_json(indent=2))
+        try:
+            if files.checkpoint_meta.exists():
+                _resume(session)
+            else:
+                _start_fresh(session)
+            write_atomic(files.spec, spec.model_dump_json(indent=2))
+        finally:
+            session.timings_s["setup"] = time.monotonic() - started
         from_step = session.step
-        _run_phases(session, progress, deadline)
+        _run_phases(session, progress, wall_limit)
         _finish(session)
-        result = _result(session, "completed", None, _completed_message(session))
+        result = _result(session, "completed", None, _completed_message(session, from_step))
+        result.ended_by = "max" if session.step >= spec.total_steps else "deadline"
     except RunFailure as failure:
         result = _result(session, "failed", failure.failure_class, failure.message)
         if failure.failure_class == "instability":
@@ -137,7 +149,7 @@ def run_md(spec: MDSpec, workdir: Path | str, progress: ProgressCallback | None 
     result.wall_time_s = time.monotonic() - started
     write_atomic(files.result, result.model_dump_json(indent=2))
     began_at = session.step if from_step is None else from_step  # None: it failed before any step
-    append_segment(files.workdir, began_at, session.step, result.wall_time_s)
+    append_segment(files.workdir, began_at, session.step, result.wall_time_s, session.timings_s)
     result.files = files.existing()
     return result
 
@@ -281,16 +293,16 @@ def _minimize(session: _Session) -> None:
         )
 
 
-def _run_phases(session: _Session, progress: ProgressCallback | None, deadline: float | None) -> None:
+def _run_phases(session: _Session, progress: ProgressCallback | None, wall_limit: float | None) -> None:
     spec = session.spec
     remaining_equilibration = spec.equilibration_steps - session.step
     if remaining_equilibration > 0:
-        _run_phase(session, "equilibration", 0, remaining_equilibration, progress, deadline)
+        _run_phase(session, "equilibration", 0, remaining_equilibration, progress, wall_limit)
     remaining_production = spec.total_steps - session.step
     if remaining_production > 0:
-        began = time.perf_counter()
-        _run_phase(session, "production", spec.equilibration_steps, remaining_production, progress, deadline)
-        session.production_rate = (remaining_production, time.perf_counter() - began)
+        _run_phase(
+            session, "production", spec.equilibration_steps, remaining_production, progress, wall_limit
+        )
 
 
 def _run_phase(
@@ -299,9 +311,14 @@ def _run_phase(
     start_step: int,
     steps: int,
     progress: ProgressCallback | None,
-    deadline: float | None,
+    wall_limit: float | None,
 ) -> None:
-    """Step through one phase with its reporters; map what can go wrong to a ``RunFailure``."""
+    """Step through one phase with its reporters; map what can go wrong to a ``RunFailure``.
+
+    The guards come last, so a step's rows, frame and checkpoint are written before one of them ends the
+    run, and in this order: a stop request (stopped), then the production deadline (completed), then the
+    wall-time limit (timeout), the safety net for when a run does not end the planned way.
+    """
     spec, files, simulation = session.spec, session.files, session.simulation
     assert simulation is not None
     every = spec.report_interval
@@ -321,13 +338,19 @@ def _run_phase(
     ]
     if progress:
         reporters.append(ProgressReporter(progress, phase, every, spec.total_steps))
-    if deadline is not None:
-        reporters.append(WallClockGuard(deadline, every))
-    if spec.stop_file:  # last: the step's rows and checkpoint are written before it stops the run
+    if spec.stop_file:
         reporters.append(StopFileGuard(Path(spec.stop_file), every, start_step))
+    if phase == "production" and spec.production_deadline_unix is not None:
+        deadline = spec.production_deadline_unix  # at its first report step if it has already passed
+        reporters.append(WallClockGuard(deadline, every, start_step, time.time, DeadlineReached))
+    if wall_limit is not None:
+        reporters.append(WallClockGuard(wall_limit, every, start_step))
     simulation.reporters = reporters
+    began, first_step = time.monotonic(), session.step
     try:
         simulation.step(steps)
+    except DeadlineReached:
+        log.info("production reached its deadline at step %d of %d", session.step, spec.total_steps)
     except InstabilityDetected as exc:
         raise RunFailure("instability", _instability_message(exc.what, exc.step, every)) from exc
     except openmm.OpenMMException as exc:
@@ -351,6 +374,9 @@ def _run_phase(
         sink.close()
         if dcd:
             dcd.close()
+        session.timings_s[phase] = time.monotonic() - began
+        if phase == "production":
+            session.production_steps_run = session.step - first_step
 
 
 def _instability_message(what: str, step: int, every: int) -> str:
@@ -415,17 +441,24 @@ def _finish(session: _Session) -> None:
         app.PDBFile.writeFile(simulation.topology, state.getPositions(), handle, keepIds=True)
 
 
-def _completed_message(session: _Session) -> str:
-    spec = session.spec
-    ns = spec.production_steps * spec.timestep_fs * 1e-6
-    return f"completed {spec.total_steps} steps ({ns:.4g} ns of production at {spec.temperature_k:g} K)"
+def _completed_message(session: _Session, from_step: int) -> str:
+    """What the trajectory holds now, how much of it this call computed, and why production ended."""
+    spec, step = session.spec, session.step
+    ns = max(0, step - spec.equilibration_steps) * spec.timestep_fs * 1e-6
+    message = f"completed {step} steps ({ns:.4g} ns of production at {spec.temperature_k:g} K)"
+    if from_step:
+        message += f", {step - from_step} of them in this call"
+    if step < spec.total_steps:
+        message += f"; production ended at its deadline, before its maximum of {spec.total_steps} steps"
+    return message
 
 
 def _result(session: _Session, status: str, failure_class: FailureClass | None, message: str) -> MDResult:
     spec = session.spec
     simulation = session.simulation
     production_done = max(0, session.step - spec.equilibration_steps)
-    steps, seconds = session.production_rate
+    steps, seconds = session.production_steps_run, session.timings_s.get("production", 0.0)
+    measured = status == "completed" and steps > 0 and seconds > 0  # a failed run's speed is not reported
     dt_ns = spec.timestep_fs * 1e-6
     return MDResult(
         status=status,
@@ -434,7 +467,7 @@ def _result(session: _Session, status: str, failure_class: FailureClass | None, 
         steps_completed=session.step,
         production_steps_completed=production_done,
         simulated_ns=production_done * dt_ns,
-        ns_per_day=steps * dt_ns / seconds * 86400 if steps and seconds > 0 else None,
+        ns_per_day=steps * dt_ns / seconds * 86400 if measured else None,
         platform=simulation.context.getPlatform().getName() if simulation else None,
         precision=precision_of(simulation.context) if simulation else None,
         choices=[*session.choices, *([session.resume_note] if session.resume_note else [])],
@@ -442,6 +475,7 @@ def _result(session: _Session, status: str, failure_class: FailureClass | None, 
         gb_force=session.gb_force,
         resumed_from_step=session.resumed_from_step,
         resumed_from=session.resumed_from,
+        timings_s=dict(session.timings_s),
         spec=spec,
         preparation=session.preparation,
         workdir=str(session.files.workdir),

@@ -1,4 +1,4 @@
-"""Small OpenMM reporters, one job each: NaN guard, CSV, DCD, checkpoints, progress, wall clock, stop file.
+"""Small OpenMM reporters, one job each: NaN guard, CSV, DCD, checkpoints, progress, clocks, stop file.
 
 They follow OpenMM's reporter protocol (``describeNextReport`` / ``report``), so ``Simulation`` fetches
 one ``State`` per report step and hands it to each in order. The NaN guard comes first, so nothing
@@ -43,6 +43,10 @@ class InstabilityDetected(Exception):
 
 class WallTimeReached(Exception):
     """The run's wall-time budget is spent; the runner checkpoints and stops."""
+
+
+class DeadlineReached(Exception):
+    """Production reached its deadline; the runner checkpoints and completes the run."""
 
 
 class StopRequested(Exception):
@@ -255,15 +259,29 @@ class ProgressReporter(IntervalReporter):
 
 
 class WallClockGuard(IntervalReporter):
-    """Raises ``WallTimeReached`` at the first report after ``deadline`` (a ``time.monotonic`` value)."""
+    """Raises ``reached`` at the first report step at or after ``deadline`` on ``clock``.
 
-    def __init__(self, deadline: float, interval: int) -> None:
-        super().__init__(interval)
+    One clock read per report step, so a guard costs nothing beside the MD. The default is the run's own
+    wall-time limit (a ``time.monotonic`` value); a production deadline set by another process uses
+    ``time.time`` and ``DeadlineReached``.
+    """
+
+    def __init__(
+        self,
+        deadline: float,
+        interval: int,
+        start_step: int = 0,
+        clock: Callable[[], float] = time.monotonic,
+        reached: type[Exception] = WallTimeReached,
+    ) -> None:
+        super().__init__(interval, start_step)
         self._deadline = deadline
+        self._clock = clock
+        self._reached = reached
 
     def report(self, simulation: app.Simulation, state: openmm.State) -> None:
-        if time.monotonic() >= self._deadline:
-            raise WallTimeReached
+        if self._clock() >= self._deadline:
+            raise self._reached
 
 
 class StopFileGuard(IntervalReporter):

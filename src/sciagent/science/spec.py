@@ -21,11 +21,12 @@ Precision = Literal["auto", "single", "mixed", "double"]
 
 # Fields that do not change the physics or the starting point of a trajectory. A checkpoint written
 # under one value of these can be continued under another (a longer production extends a run; a new
-# wall-time limit or stop file resumes one), so they are left out of the restart key.
+# wall-time limit, production deadline or stop file resumes one), so they are left out of the restart key.
 _RESUMABLE_FIELDS = frozenset(
     {
         "production_steps",
         "max_wall_time_s",
+        "production_deadline_unix",
         "stop_file",
         "checkpoint_interval",
         "cpu_threads",
@@ -74,7 +75,9 @@ class MDSpec(BaseModel):
     minimize: bool = True
     minimize_max_iterations: int = Field(default=0, ge=0, description="0 = until converged")
     equilibration_steps: int = Field(default=0, ge=0)
-    production_steps: int = Field(default=5000, gt=0)
+    production_steps: int = Field(
+        default=5000, gt=0, description="production length; the maximum when a production deadline is set"
+    )
     report_interval: int = Field(default=100, gt=0, description="steps between trajectory frames")
     checkpoint_interval: int = Field(default=5000, gt=0, description="steps between checkpoints")
     seed: int = Field(
@@ -86,6 +89,14 @@ class MDSpec(BaseModel):
     cpu_threads: int | None = Field(default=None, gt=0, description="CPU platform threads; None = all")
     max_wall_time_s: float | None = Field(
         default=None, gt=0, description="stop cleanly with a checkpoint after this long; resumable"
+    )
+    production_deadline_unix: float | None = Field(
+        default=None,
+        gt=0,
+        allow_inf_nan=False,
+        description="epoch seconds (time.time()): production ends, completed, at the first report step at "
+        "or after it (at least one report interval of production per call); equilibration is never cut. "
+        "Resumable",
     )
     stop_file: str | None = Field(
         default=None,
