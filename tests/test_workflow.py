@@ -114,7 +114,8 @@ def _assert_no_step_ran_twice(run_dir: Path) -> None:
     """Every state CSV holds each reported step once, in order, with no gap: resumes continued.
 
     Each phase reports every ``report_interval`` steps from its own start (production starts at the
-    end of equilibration); a completed run's last row is its last step.
+    end of equilibration); a completed run's last row is the step its production ended at (its
+    deadline's report step, or its maximum).
     """
     csvs = sorted((run_dir / "conditions").glob("*/run*/state.csv"))
     assert csvs
@@ -126,15 +127,17 @@ def _assert_no_step_ran_twice(run_dir: Path) -> None:
             steps = [int(step) for name, step in rows if name == phase]
             assert steps == list(range(start + every, start + every * len(steps) + 1, every)), (path, phase)
         result = json.loads((path.parent / "result.json").read_text())
-        if result["status"] == "completed":
-            assert int(rows[-1][1]) == equilibration + spec["production_steps"], path
+        if result["status"] == "completed":  # its last row is its last step: the deadline's or the maximum's
+            assert int(rows[-1][1]) == result["steps_completed"], path
+            if result["ended_by"] == "max":
+                assert result["steps_completed"] == equilibration + spec["production_steps"], path
 
 
 def test_blow_ups_are_fixed_by_the_model_and_by_the_fallback(tmp_path: Path) -> None:
     """300 K and 450 K at 4 fs with free bonds to H (kept on request): both blow up. The model's
     first fix validates; its second answer never does, so the documented fallback fixes that one.
-    The first fix takes 20 s to arrive: the adjusted runs no longer fit at their old length and are
-    cut to what is left, so they finish inside the budget instead of at their wall-time limit."""
+    The first fix takes 20 s to arrive: the adjusted runs get a deadline from what is left then, so
+    they finish inside the budget, completed, instead of at their wall-time limit."""
     with OpenAIServer() as server:
         server.script(
             LLAMA_CPP_REJECTS_JSON_SCHEMA,  # the endpoint speaks llama.cpp's dialect: negotiated once
@@ -169,12 +172,10 @@ def test_blow_ups_are_fixed_by_the_model_and_by_the_fallback(tmp_path: Path) -> 
         row[0] for row in journal_rows(cwd, "SELECT outcome FROM model_calls WHERE purpose = 'adjust'")
     ]
     assert sorted(outcomes) == ["fallback", "invalid", "invalid", "invalid", "valid"]
-    for condition in results["record"]["conditions"]:
-        lineages = Path(condition["outcome"]["result"]["workdir"]).parent
-        run1, run2 = (json.loads((lineages / f"run{n}" / "spec.json").read_text()) for n in (1, 2))
-        assert run2["equilibration_steps"] + run2["production_steps"] < (
-            run1["equilibration_steps"] + run1["production_steps"]
-        )
+    for condition in results["record"]["conditions"]:  # adjusted runs end in time
+        result = condition["outcome"]["result"]
+        assert result["spec"]["production_deadline_unix"] is not None
+        assert result["status"] == "completed" and result["ended_by"] in ("deadline", "max")
     _assert_table_matches_the_files(results)
 
 
@@ -270,7 +271,7 @@ def _check_the_run_commands(cwd: Path, summary: dict) -> None:
 
     assert run_id in sciagent("runs")
     timeline = sciagent("show", run_id[:15])  # a unique prefix is enough
-    for text in ("plan", "probe", "simulate", "report", "fallback"):
+    for text in ("plan", "fit", "simulate", "report", "fallback"):
         assert text in timeline
     assert "fallback: no model call" in timeline and "0+0 tokens" not in timeline  # unknown is unknown
     results = Path(summary["results_json"])
@@ -441,9 +442,10 @@ def _running_tasks(cwd: Path) -> list[tuple]:
 
 
 def test_a_run_killed_in_every_phase_resumes_and_completes(tmp_path: Path) -> None:
-    """SIGKILL inside the plan, the probe, the simulations, an adaptation and the report, resuming
-    after each: the recorded plan is not asked again, the finished probe is reused, a finished attempt
-    the state had not caught up with is settled rather than rerun, and no MD step runs twice."""
+    """SIGKILL inside the plan, the simulations, an adaptation and the report, resuming after each: the
+    recorded plan is not asked again, a finished attempt the state had not caught up with is settled
+    rather than rerun, and no MD step runs twice. The plan is the cheapest (4 fs, implicit): it is never
+    probed (a kill inside a probe is in tests/test_speed_book.py)."""
     with OpenAIServer() as server:
         server.respond(_responder(delay_s=3.0))
         cwd = _workspace(tmp_path, server.base_url, NO_EXTENSIONS)
@@ -451,8 +453,6 @@ def test_a_run_killed_in_every_phase_resumes_and_completes(tmp_path: Path) -> No
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
         killed = [_kill_in(process, cwd, lambda: _asked(server, "Propose a study"), "plan", 2.5)]
         run_id = _run_dir(cwd).name
-        process = _resume(cwd, run_id)
-        killed.append(_kill_in(process, cwd, lambda: _running_step(cwd, "probe"), "probe", 2.0))
         process = _resume(cwd, run_id)
         killed.append(_kill_in(process, cwd, lambda: _running_tasks(cwd), "simulate", 1.0))
         process = _resume(cwd, run_id)
@@ -471,7 +471,7 @@ def test_a_run_killed_in_every_phase_resumes_and_completes(tmp_path: Path) -> No
         process = _resume(cwd, run_id)
         stdout, stderr = process.communicate(timeout=300)
         plan_asks = len(_asked(server, "Propose a study"))
-    assert killed == ["plan", "fit", "simulate", "simulate", "report"], killed  # an adaptation is in simulate
+    assert killed == ["plan", "simulate", "simulate", "report"], killed  # an adaptation is in simulate
     assert process.returncode == 0, stderr
     assert plan_asks == 2  # asked again only because the first answer never arrived
     summary = json.loads(stdout)
@@ -480,7 +480,7 @@ def test_a_run_killed_in_every_phase_resumes_and_completes(tmp_path: Path) -> No
     tasks = dict(journal_rows(cwd, "SELECT key, attempts FROM tasks"))
     assert tasks[settled_key] == attempts_before[settled_key]  # settled, not submitted again
     state = json.loads(state_path.read_text())
-    assert state["probe_rounds"] >= 2 and len(state["probes"]) == 1  # the killed round was not reused
+    assert state["probe_rounds"] == 0 and state["probes"] == []  # the cheapest plan: no probe, ever
     assert journal_rows(cwd, "SELECT status FROM runs") == [("completed",)]
     _assert_no_step_ran_twice(_run_dir(cwd))
     _assert_table_matches_the_files(results)
@@ -511,12 +511,13 @@ def test_unreachable_model_endpoint_is_one_line_and_journalled(tmp_path: Path) -
     assert status == "failed" and "127.0.0.1:9" in error
 
 
-def test_budget_too_small_for_the_probe_is_one_line_and_journalled(tmp_path: Path) -> None:
+def test_budget_too_small_for_a_simulation_is_one_line_and_journalled(tmp_path: Path) -> None:
     with OpenAIServer() as server:
         completed = _run(_workspace(tmp_path, server.base_url), "--budget", "10s")
         assert server.chat_requests() == []  # refused before asking the model anything
     assert completed.returncode == 2
-    assert "too small" in completed.stderr and "--budget" in completed.stderr
+    (line,) = completed.stderr.strip().splitlines()
+    assert "too small for even one simulation" in line and "--budget" in line
     status, error = journal_rows(tmp_path, "SELECT status, error FROM runs")[0]
     assert status == "failed" and "too small" in error
     assert os.path.exists(tmp_path / "sciagent-runs")
@@ -534,8 +535,8 @@ def test_a_bug_is_one_line_with_its_traceback_in_the_run_directory(tmp_path: Pat
         _kill_in(
             process,
             cwd,
-            lambda: journal_rows(cwd, "SELECT id FROM steps WHERE kind = 'probe'"),
-            "probe",
+            lambda: journal_rows(cwd, "SELECT id FROM steps WHERE kind = 'fit'"),
+            "fit",
             0.0,
         )
     run_dir = _run_dir(cwd)

@@ -38,6 +38,13 @@ class StudySettings(BaseModel):
     transient_retries: int = Field(default=2, ge=0, le=10, description="re-runs after a lost worker")
     adaptation_rounds: int = Field(default=2, ge=0, le=10, description="fixes tried after a blow-up")
     extensions: int = Field(default=1, ge=0, le=10, description="longer runs when there is no verdict yet")
+    min_production_ps: float | None = Field(
+        default=None,
+        gt=0,
+        description="the production each run is planned for at least (the plan's maximum is twice it); "
+        "None: the verdict's own minimum. Lower only for a quick look: the analysis still judges a "
+        "shorter run too short",
+    )
 
 
 class ToolsSettings(BaseModel):

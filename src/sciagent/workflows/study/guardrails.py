@@ -23,10 +23,12 @@ documented place). When the budget, or the per-simulation cap, cannot give every
    says how long they would have to be), down to ``floor_production_ps``, and then to a single run;
 4. if not even that fits, the study cannot run (a ``UserError`` naming ``--budget``).
 
-The production is then the model's length (one too short for a verdict is raised to
-``raised_production_factor`` times the minimum), or as much of it as fits: every run, in as many
-waves as the workers need, finishes within the budget at the measured speed, and none is planned
-longer than the per-simulation cap.
+The plan's length (one too short for a verdict is raised to ``raised_production_factor`` times the
+minimum) is each run's *maximum* (``FittedPlan.max_production_steps``): runs go until a deadline set
+when they start (``workflows/study/pacing.py``) or this maximum, whichever comes first. The *expected*
+production (``FittedPlan.production_steps``) is as much of it as fits at the measured speed, every run
+in as many waves as the workers need and none longer than the per-simulation cap: it sizes the frames
+and checkpoints, so a run the deadline ends early still leaves enough frames for the analysis.
 """
 
 from __future__ import annotations
@@ -102,11 +104,12 @@ class FittedPlan(BaseModel):
     hydrogen_mass_amu: float | None
     constraints: str
     solvent: str
-    production_steps: int
+    production_steps: int  # expected at the measured speed: sizes frames and checkpoints
+    max_production_steps: int | None = None  # the most a run may produce (None: a state from before)
     equilibration_steps: int
     report_interval: int
-    estimated_wall_s: float
-    verdict_possible: bool = True  # every run is at least as long as a stability verdict needs
+    estimated_wall_s: float | None  # None: fitted before any speed was measured (provisional)
+    verdict_possible: bool | None = True  # every run is at least as long as a verdict needs; None: unknown
     min_production_ps: float = DEFAULT_THRESHOLDS.min_production_ps
     ph: float | None = None  # the goal's, held for every run; None: the run spec's default
     pressure_bar: float | None = None
@@ -119,6 +122,15 @@ class FittedPlan(BaseModel):
     @property
     def production_ps(self) -> float:
         return self.production_steps * self.timestep_fs / 1000.0
+
+    @property
+    def max_steps(self) -> int:
+        """The production a run may reach before its deadline: the plan's length."""
+        return max(self.production_steps, self.max_production_steps or 0)
+
+    @property
+    def max_production_ps(self) -> float:
+        return self.max_steps * self.timestep_fs / 1000.0
 
 
 def physical_checks(
@@ -175,14 +187,16 @@ def cheaper_plan(plan: StudyPlan, why: str) -> tuple[StudyPlan, GuardrailChange]
 def fit_plan(
     plan: StudyPlan,
     allowance: Callable[[], Allowance],
-    measure: Callable[[StudyPlan], Throughput],
+    measure: Callable[[StudyPlan], Throughput | None],
     limits: Limits = DEFAULT_LIMITS,
 ) -> tuple[FittedPlan, list[GuardrailChange]]:
     """Fit ``plan`` (already through ``physical_checks``) to the time ``allowance()`` gives.
 
     ``measure(plan)`` returns the throughput of ``plan``'s system (the workflow runs a probe); it is
     called again when the solvent changes. ``allowance`` is called after each measurement, since a
-    probe spends part of the budget.
+    probe spends part of the budget. For a plan with no cheaper physics to choose, ``measure`` may
+    return None (no speed measured yet): the fit is then provisional, every run kept and expected to
+    reach the verdict's minimum, and the runs measure their own speed as they go.
 
     Raises:
         UserError: not even one run of ``floor_production_ps`` fits.
@@ -190,7 +204,7 @@ def fit_plan(
     changes: list[GuardrailChange] = []
     temperatures, replicas = list(plan.temperatures_k), plan.replicas
     while len(temperatures) * replicas > limits.max_conditions:
-        replicas, temperatures = _drop_one(replicas, temperatures)
+        replicas, temperatures = drop_one(replicas, temperatures)
     if (len(temperatures), replicas) != (len(plan.temperatures_k), plan.replicas):
         changes.append(_runs_change(plan, temperatures, replicas, f"at most {limits.max_conditions} runs"))
     if plan.production_ps < limits.min_production_ps:
@@ -202,10 +216,18 @@ def fit_plan(
         changes.append(_change("production_ps", plan.production_ps, raised, why))
         plan = plan.model_copy(update={"production_ps": raised})
     measured: dict[str, Throughput] = {}
+    if cheaper_plan(plan, "") is None:
+        known = measure(plan)
+        if known is None:  # provisional: no speed to fit to, and no physics choice it could change
+            steps = _steps(limits.min_production_ps, plan.timestep_fs, limits)
+            return _sized(plan, temperatures, replicas, steps, None, limits, None), changes
+        measured[plan.solvent] = known
 
     def measure_once(candidate: StudyPlan) -> Throughput:  # one measurement per system (solvent)
         if candidate.solvent not in measured:
-            measured[candidate.solvent] = measure(candidate)
+            speed = measure(candidate)
+            assert speed is not None, "only a plan with no cheaper physics may go unmeasured"
+            measured[candidate.solvent] = speed
         return measured[candidate.solvent]
 
     plan, throughput = _cheapen_until_adequate(
@@ -222,11 +244,11 @@ def fit_plan(
     while not fits_a_verdict(plan, len(temperatures) * replicas) and (
         len(temperatures) * replicas > limits.min_conditions
     ):
-        replicas, temperatures = _drop_one(replicas, temperatures)
+        replicas, temperatures = drop_one(replicas, temperatures)
     verdict_possible = fits_a_verdict(plan, len(temperatures) * replicas)
     floor = _steps(limits.floor_production_ps, plan.timestep_fs, limits)
     while affordable(plan, len(temperatures) * replicas) < floor and len(temperatures) * replicas > 1:
-        replicas, temperatures = _drop_one(replicas, temperatures)
+        replicas, temperatures = drop_one(replicas, temperatures)
     if (temperatures, replicas) != before_drop:
         reason = (
             f"the budget cannot give every run the {limits.min_production_ps:g} ps a verdict needs"
@@ -323,9 +345,9 @@ def _sized(
     temperatures: list[float],
     replicas: int,
     affordable_steps: int,
-    throughput: Throughput,
+    throughput: Throughput | None,
     limits: Limits,
-    verdict_possible: bool,
+    verdict_possible: bool | None,
 ) -> FittedPlan:
     """Step counts for a production as long as the plan asks, or as ``affordable_steps`` allows."""
     wanted = math.ceil(plan.production_ps * 1000.0 / plan.timestep_fs)
@@ -335,7 +357,10 @@ def _sized(
         production = _production_steps(affordable_steps, plan.timestep_fs, limits)
     report_interval = _report_interval(production, limits.frames_per_run)
     production = max(report_interval, production // report_interval * report_interval)
+    longest = max(production, math.ceil(wanted / report_interval) * report_interval)
     equilibration = _equilibration_steps(production, plan.timestep_fs, limits)
+    runs = len(temperatures) * replicas
+    estimated_wall_s = _wall_s(production + equilibration, runs, throughput, limits) if throughput else None
     return FittedPlan(
         temperatures_k=[float(t) for t in temperatures],
         replicas=replicas,
@@ -344,11 +369,10 @@ def _sized(
         constraints=plan.constraints,
         solvent=plan.solvent,
         production_steps=production,
+        max_production_steps=longest,
         equilibration_steps=equilibration,
         report_interval=report_interval,
-        estimated_wall_s=_wall_s(
-            production + equilibration, len(temperatures) * replicas, throughput, limits
-        ),
+        estimated_wall_s=estimated_wall_s,
         verdict_possible=verdict_possible,
         min_production_ps=limits.min_production_ps,
     )
@@ -410,8 +434,9 @@ def _wall_s(steps: int, runs: int, throughput: Throughput, limits: Limits) -> fl
     return _waves(runs, throughput.workers) * (steps / throughput.steps_per_s + overhead)
 
 
-def _drop_one(replicas: int, temperatures: list) -> tuple[int, list]:
-    """Fewer runs: first fewer replicas, then the mildest elevated temperature.
+def drop_one(replicas: int, temperatures: list) -> tuple[int, list]:
+    """Fewer runs: first fewer replicas, then the mildest elevated temperature (the fit's order, and the
+    live estimate's while the runs run).
 
     The reference and the hottest temperature are kept longest: together they ask the study's question
     most sharply (a stressed fold against a physiological one).

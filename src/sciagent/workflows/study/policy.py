@@ -2,7 +2,7 @@
 
 | outcome                                          | action                                        |
 | ------------------------------------------------ | --------------------------------------------- |
-| completed, too short or RMSD still drifting      | EXTEND production, if the budget allows, once |
+| completed, too short or RMSD still drifting      | EXTEND production, if the time left allows    |
 | completed otherwise                              | ACCEPT                                        |
 | failed / instability                             | ADAPT: the model (or the fallback) changes it |
 | failed / platform, or the worker died            | RETRY from its checkpoint, with backoff       |
@@ -54,6 +54,8 @@ DEFAULT_RETRY_LIMITS = RetryLimits()
 
 # Failed stability criteria that more production can settle: the analysis decides which failed.
 EXTENDABLE_FAILURES: frozenset[Failure] = frozenset({"too short", "still drifting"})
+# A run still drifting at its end needs at least as much again (twice its length) to be judged.
+DRIFT_LENGTH_FACTOR = 2.0
 
 
 def needs_longer_production(outcome: SimulationOutcome) -> bool:

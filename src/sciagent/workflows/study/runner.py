@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from sciagent.agent.journal import Journal
@@ -169,8 +169,8 @@ def _carry(
             notify=options.notify,
             approve=options.approve,
             max_simulation_time_s=options.max_simulation_time_s,
-            limits=RetryLimits(**settings.study.model_dump()),
-            guardrails=_guardrail_limits(options),
+            limits=RetryLimits(**settings.study.model_dump(exclude={"min_production_ps"})),
+            guardrails=_guardrail_limits(options, settings.study.min_production_ps),
             remote_root=Path(site.remote_workdir) / run_id if site.remote_workdir else None,
             platform=site.platform,
             site=options.site,
@@ -204,10 +204,13 @@ def _carry(
     return run
 
 
-def _guardrail_limits(options: RunOptions) -> Limits:
+def _guardrail_limits(options: RunOptions, min_production_ps: float | None) -> Limits:
+    limits = DEFAULT_LIMITS
     if options.allow_unconstrained:
-        return Limits(constrain_hydrogens_above_fs=None)
-    return DEFAULT_LIMITS
+        limits = replace(limits, constrain_hydrogens_above_fs=None)
+    if min_production_ps is not None:  # [study] min_production_ps: a quick look, not a verdict
+        limits = replace(limits, min_production_ps=min_production_ps)
+    return limits
 
 
 def _record_interruption(journal: Journal, run_id: str, reason: str) -> None:

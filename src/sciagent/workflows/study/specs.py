@@ -59,6 +59,8 @@ class SpecBuilder:
         ]
 
     def condition(self, fitted: FittedPlan, temperature: float, replica: int) -> MDSpec:
+        """The run may produce the plan's maximum; frames and checkpoints are sized from the expected
+        production, so a run its deadline ends near there still has the frames the analysis needs."""
         checkpoint_every = max(
             fitted.report_interval,
             fitted.production_steps
@@ -72,7 +74,7 @@ class SpecBuilder:
             hydrogen_mass_amu=fitted.hydrogen_mass_amu,
             constraints=fitted.constraints,
             solvent=fitted.solvent,
-            production_steps=fitted.production_steps,
+            production_steps=fitted.max_steps,
             equilibration_steps=fitted.equilibration_steps,
             report_interval=fitted.report_interval,
             checkpoint_interval=checkpoint_every,
