@@ -271,7 +271,7 @@ def _phase(cwd: Path, run_id: str) -> dict:
 
 
 def test_stop_from_the_ui_ends_a_study_interrupted_and_resumable(tmp_path: Path, openai_server) -> None:
-    """Asked while the model plans: the study stops at its next check, before the probe, with the
+    """Asked while the model plans: the study stops at its next check, before any simulation, with the
     reason; it is ``interrupted`` (resumable). A session's actions are refused on a study."""
     cwd, study = _study(tmp_path, openai_server)
     try:
@@ -304,18 +304,24 @@ def test_stop_from_the_ui_ends_a_study_interrupted_and_resumable(tmp_path: Path,
         with pytest.raises(UserError, match=f"study {run_id} is interrupted, not running"):
             actions.stop_run(journal, workspace, run_id, reason="", by=BY)
     state = _phase(cwd, run_id)
-    assert state["phase"] == "fit" and state["plan"] is not None and state["probe_rounds"] == 0
+    assert state["phase"] == "fit" and state["plan"] is not None
+    assert state["probe_rounds"] == 0 and state["conditions"] == []  # nothing was simulated
 
 
-def test_without_a_stop_the_same_study_goes_on_to_its_probe(tmp_path: Path, openai_server) -> None:
-    """The control of the test above: no stop, and the study starts its probe simulations."""
+def _simulating(cwd: Path, run_id: str) -> bool:
+    return any(c["status"] == "running" for c in _phase(cwd, run_id)["conditions"])
+
+
+def test_without_a_stop_the_same_study_goes_on_to_its_simulations(tmp_path: Path, openai_server) -> None:
+    """The control of the test above: no stop, and the study starts its simulations (its plan is the
+    cheapest, so no probe comes first)."""
     cwd, study = _study(tmp_path, openai_server)
     try:
         run_id = _until("the plan request", lambda: _planning(cwd), study)
-        _until("a probe round", lambda: _phase(cwd, run_id)["probe_rounds"] >= 1, study)
+        _until("a running simulation", lambda: _simulating(cwd, run_id), study)
         with _journal(cwd) as journal:
             assert journal.get_run(run_id).status == "running" and _events(cwd, run_id, "stop_request") == []
-        study.terminate()  # SIGTERM: the study checkpoints its probe and ends interrupted
+        study.terminate()  # SIGTERM: the study checkpoints its simulations and ends interrupted
         _finished(study, timeout_s=60)
     finally:
         study.kill()

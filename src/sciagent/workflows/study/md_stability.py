@@ -1,11 +1,14 @@
-"""The md-stability workflow: plan → probe and fit → simulate → evaluate and adapt → report.
+"""The md-stability workflow: plan → fit → simulate → evaluate and adapt → report.
 
 A model proposes a thermal-stability study; guardrails make it sound and fit it to the budget for a
-verdict, using a measured throughput probe; every condition runs on the executor in parallel and is
-adapted in bounded rounds (``condition_runner``); then the report is written. The phase reached is
-saved with the state after every change and every step is journalled, so ``resume`` continues a run
-killed or stopped (``stopping.py``) in any phase: a recorded plan is not asked for again, a finished
-probe is reused, finished simulations are kept and interrupted ones continue from their checkpoints.
+verdict, at a measured speed: the workspace's speed book, or a probe when the plan has cheaper physics
+to choose; the cheapest plan with no measured speed is fitted provisionally and its runs start at once
+(``probe.py``). Every condition runs on the executor in parallel and is adapted in bounded rounds
+(``condition_runner``); each finished run's speed goes into the speed book for the next study; then
+the report is written. The phase reached is saved with the state after every change and every step
+is journalled, so ``resume`` continues a run killed or stopped (``stopping.py``) in any phase: a
+recorded plan is not asked for again, a speed taken is reused, finished simulations are kept and
+interrupted ones continue from their checkpoints.
 """
 
 from __future__ import annotations
@@ -23,14 +26,16 @@ from sciagent.workflows.study import prompts
 from sciagent.workflows.study.condition_runner import ConditionRunner
 from sciagent.workflows.study.context import Study, StudyContext
 from sciagent.workflows.study.goal import dropped_by_the_fit, goal_values, hold_goal, with_held_conditions
-from sciagent.workflows.study.guardrails import Allowance, fit_plan, physical_checks
+from sciagent.workflows.study.guardrails import Allowance, cheaper_plan, fit_plan, physical_checks
 from sciagent.workflows.study.outlook import verdict_outlook
 from sciagent.workflows.study.plans import StudyPlan
-from sciagent.workflows.study.probe import ThroughputProbe, check_budget_covers_a_probe
+from sciagent.workflows.study.probe import ThroughputProbe, check_budget_covers_a_run
 from sciagent.workflows.study.report import write_report
 from sciagent.workflows.study.specs import SpecBuilder
+from sciagent.workflows.study.speeds import SPEEDS_FILE, SpeedBook, measured, step_cost_system, this_machine
 from sciagent.workflows.study.state import Phase, StudyState
 from sciagent.workflows.study.stopping import raise_if_stop_requested
+from sciagent.workflows.study.timing import study_time_breakdown
 
 DEFAULT_GOAL = (
     "Assess the thermal stability of the villin headpiece at physiological and elevated temperature"
@@ -70,6 +75,7 @@ class StabilityStudy:
             remove_unknown_residues=context.remove_unknown_residues,
             stop_file=context.stop_file,
         )
+        self.speeds = SpeedBook(context.run_dir.parent / SPEEDS_FILE, self._warn)
 
     @property
     def state(self) -> StudyState:
@@ -81,7 +87,7 @@ class StabilityStudy:
         work: dict[Phase, Callable[[], None]] = {
             "plan": self._plan,
             "fit": self._fit,
-            "simulate": ConditionRunner(self.study).run,
+            "simulate": self._simulate,
             "report": self._report,
         }
         for phase, following in itertools.pairwise(_PHASES):
@@ -97,7 +103,7 @@ class StabilityStudy:
     def _plan(self) -> None:
         if self.state.plan is not None:  # recorded before a kill: never asked for twice
             return
-        check_budget_covers_a_probe(self.study)
+        check_budget_covers_a_run(self.study)
         resolve_structure(self.state.structure)  # a bad structure fails here, before any model call
         goal_values(self.state.goal)  # and so does a goal that one study cannot run
         journal, run_id = self.study.ctx.journal, self.state.run_id
@@ -123,8 +129,10 @@ class StabilityStudy:
         assert self.state.plan is not None
         limits, journal = self.study.ctx.guardrails, self.study.ctx.journal
         plan, _ = self._checked(self.state.plan)
-        step = journal.start_step(self.state.run_id, "probe", "throughput probe and fit to the budget")
-        probe = ThroughputProbe(self.study, self.specs, runs=len(plan.temperatures_k) * plan.replicas)
+        step = journal.start_step(self.state.run_id, "fit", "fit the plan to the budget at a measured speed")
+        runs = len(plan.temperatures_k) * plan.replicas
+        choice = cheaper_plan(plan, "") is not None  # a probe only where its speed can change the physics
+        probe = ThroughputProbe(self.study, self.specs, runs, self.speeds, probe_if_unknown=choice)
         cap = self.study.ctx.max_simulation_time_s
         try:
             fitted, changes = fit_plan(
@@ -140,18 +148,47 @@ class StabilityStudy:
         self.state.guardrail_changes += changes
         self.state.conditions = self.specs.conditions(fitted)
         self.study.save()
-        throughput = self.state.throughput
-        assert throughput is not None
         summary = (
-            f"{throughput.steps_per_s:.0f} steps/s per worker; {len(self.state.conditions)} runs of "
-            f"{fitted.production_ps:g} ps, estimated {fitted.estimated_wall_s:.0f} s"
-            + ("" if fitted.verdict_possible else f" (a verdict needs {fitted.min_production_ps:g} ps)")
+            f"{self._speed_taken()}; {len(self.state.conditions)} runs, each expected to produce "
+            f"{fitted.production_ps:g} ps (at most {fitted.max_production_ps:g} ps)"
+            + ("" if fitted.estimated_wall_s is None else f", estimated {fitted.estimated_wall_s:.0f} s")
         )
+        if fitted.verdict_possible is False:
+            summary += f" (a verdict needs {fitted.min_production_ps:g} ps)"
         journal.finish_step(step, "completed", summary, fitted.model_dump(mode="json"))
         for change in changes:
             journal.add_event(self.state.run_id, "info", f"guardrail: {change.field}: {change.reason}")
             self.study.notify("guardrails", f"{change.field}: {change.proposed} → {change.applied}")
         self.study.notify("guardrails", summary)
+
+    def _speed_taken(self) -> str:
+        assert self.state.fitted is not None
+        record = self.state.probe_for(self.state.fitted.solvent)
+        if record is None:
+            return "no measured speed yet: a provisional fit, the runs measure their own as they go"
+        where = f"probe round {record.round}"
+        if record.source == "book":
+            where = f"speed book: {record.measured_by}"
+        return f"{record.steps_per_s:.0f} steps/s per worker ({where})"
+
+    def _simulate(self) -> None:
+        try:
+            ConditionRunner(self.study).run()
+        finally:  # a stopped study's finished runs measured their speed too
+            self._record_speeds()
+
+    def _record_speeds(self) -> None:
+        """Put each finished run's measured speed in the speed book, for the next study here."""
+        machine = this_machine(max(1, min(self.study.ctx.executor.capacity, len(self.state.conditions))))
+        for condition in self.state.conditions:
+            for task, outcome in condition.outcomes(self.study.ctx.run_dir).items():
+                measurement = measured(outcome.result, self.state.run_id, task)
+                if measurement is not None:
+                    self.speeds.record(step_cost_system(outcome.result.spec), machine, measurement)
+
+    def _warn(self, message: str) -> None:
+        self.study.ctx.journal.add_event(self.state.run_id, "warning", message)
+        self.study.notify("speed", message)
 
     def _checked(self, plan: StudyPlan) -> tuple[StudyPlan, list[GuardrailChange]]:
         """The model's plan held to physical limits, then to the values its goal states (which win)."""
@@ -172,6 +209,7 @@ class StabilityStudy:
             self.state.report_reserve_s = min(MAX_REPORT_RESERVE_S, max(MIN_REPORT_RESERVE_S, needed))
 
     def _report(self) -> None:
+        began = time.monotonic()
         journal = self.study.ctx.journal
         step = journal.start_step(self.state.run_id, "report", "interpret and write the report")
         files = write_report(
@@ -180,6 +218,7 @@ class StabilityStudy:
             step,
             outlook=verdict_outlook(self.state, self._outcomes(), self._command(), self.study.ctx.guardrails),
             max_tokens=self._interpretation_tokens(),
+            time_breakdown=lambda: study_time_breakdown(self.study, began),
         )
         for kind, path in files.items():
             journal.add_artifact(self.state.run_id, kind, str(path))

@@ -67,21 +67,36 @@ class ConditionState(BaseModel):
 
     def latest_outcome(self, run_dir: Path) -> SimulationOutcome | None:
         """The newest outcome of any attempt: what the condition last produced, with its own spec."""
+        paths = self._outcome_paths(run_dir)
+        return _read_outcome(paths[-1]) if paths else None
+
+    def outcomes(self, run_dir: Path) -> dict[str, SimulationOutcome]:
+        """Every finished attempt's outcome by its task key (``T300-r1/run1/attempt2``), oldest first."""
+        return {
+            f"{self.name}/{path.stem.replace('-', '/')}": SimulationOutcome.model_validate_json(
+                path.read_bytes()
+            )
+            for path in self._outcome_paths(run_dir)
+        }
+
+    def _outcome_paths(self, run_dir: Path) -> list[Path]:
         folder = self.outcome_path(run_dir).parent
         if not folder.is_dir():
-            return None
-        paths = sorted(folder.glob("run*-attempt*.json"), key=_attempt_number)
-        return _read_outcome(paths[-1]) if paths else None
+            return []
+        return sorted(folder.glob("run*-attempt*.json"), key=_attempt_number)
 
 
 class ProbeRecord(BaseModel):
-    """A finished throughput probe: reused on resume instead of measured again."""
+    """The speed the fit took for one solvent's system: a probe round of this study, or the workspace's
+    speed book (``speeds.py``). Reused on resume instead of measured again."""
 
     solvent: str
-    round: int
+    round: int  # the probe round; 0 for a speed from the book
     steps_per_s: float
     overhead_s: float
     workers: int
+    source: Literal["probe", "book"] = "probe"
+    measured_by: str | None = None  # the book's measurement: which task of which run, and when
 
     def throughput(self) -> Throughput:
         return Throughput(self.steps_per_s, self.workers, self.solvent, self.overhead_s)

@@ -20,14 +20,14 @@ from sciagent.report.render import load_record
 from sciagent.report.tables import condition_rows
 from sciagent.tools.registry import Tool, ToolContext, ToolFailed, define_tool
 from sciagent.tools.structures import STRUCTURE_HELP
-from sciagent.workflows.study.probe import PROBE_COST_S
+from sciagent.workflows.study.probe import MIN_SIMULATION_S
 from sciagent.workflows.study.runner import RunOptions, StudyRun, start_study
 from sciagent.workflows.study.state import DEFAULT_REPORT_RESERVE_S
 
 log = logging.getLogger(__name__)
 
 STUDIES_DIR = "studies"  # under the session directory: the studies' journal and run folders
-MIN_BUDGET_S = PROBE_COST_S + DEFAULT_REPORT_RESERVE_S  # less is refused by the workflow before it starts
+MIN_BUDGET_S = MIN_SIMULATION_S + DEFAULT_REPORT_RESERVE_S  # less is refused by the workflow before it starts
 MAX_BUDGET_S = 24 * 3600.0
 
 
