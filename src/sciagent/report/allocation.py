@@ -7,8 +7,7 @@ fraction of the allocation that produced simulation.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from sciagent.report.accounting import AccountingTable
 from sciagent.report.models import JobAllocation
 
 CATEGORIES: tuple[tuple[str, str], ...] = (
@@ -19,23 +18,11 @@ CATEGORIES: tuple[tuple[str, str], ...] = (
     ("continuation", "continuation"),
 )
 HEADER = ("job", "job id", "devices", "elapsed (s)", *(label + " (device-s)" for _, label in CATEGORIES))
+INTRO = "Device-seconds of every batch job that carried this run, by what the devices did."
 
 
-@dataclass(frozen=True)
-class AllocationTable:
-    """Display strings for both report formats: one row per job, a total row, the simulation fraction."""
-
-    header: tuple[str, ...]
-    rows: list[tuple[str, ...]]
-    simulation_fraction: float
-
-    @property
-    def fraction_line(self) -> str:
-        return f"{self.simulation_fraction:.0%} of the allocation's device-seconds produced simulation."
-
-
-def allocation_table(jobs: list[JobAllocation]) -> AllocationTable | None:
-    """The table, or None for a run that no batch job carried (or whose jobs used no time yet)."""
+def allocation_table(jobs: list[JobAllocation]) -> AccountingTable | None:
+    """One row per job and a total row, or None for a run that no batch job carried (or no time yet)."""
     total = sum(job.total for job in jobs)
     if not jobs or total <= 0:
         return None
@@ -43,7 +30,8 @@ def allocation_table(jobs: list[JobAllocation]) -> AllocationTable | None:
     sums = {name: sum(getattr(job, name) for job in jobs) for name, _ in CATEGORIES}
     elapsed = sum(job.elapsed_s for job in jobs)
     rows.append(("all", "", "", f"{elapsed:.0f}", *(f"{sums[name]:.0f}" for name, _ in CATEGORIES)))
-    return AllocationTable(HEADER, rows, sums["simulating"] / total)
+    line = f"{sums['simulating'] / total:.0%} of the allocation's device-seconds produced simulation."
+    return AccountingTable("Allocation", INTRO, HEADER, rows, line)
 
 
 def _row(job: JobAllocation) -> tuple[str, ...]:

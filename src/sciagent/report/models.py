@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, computed_field
 
 from sciagent.science.simulate import SimulationOutcome
 from sciagent.science.spec import MDSpec
@@ -104,6 +104,60 @@ class JobAllocation(BaseModel):
         return self.devices * self.elapsed_s
 
 
+# The time breakdown's parts, in the report's order: what the workers did, then what they did not.
+TIME_PARTS: tuple[str, ...] = (
+    "plan", "probe", "setup", "equilibration", "production", "analysis", "report", "idle", "unused"
+)  # fmt: skip
+SIMULATION_PARTS: tuple[str, ...] = ("setup", "equilibration", "production")
+
+
+class TimeBreakdown(BaseModel):
+    """Where a study's worker-seconds went (``workflows/study/timing.py``), for the report's table.
+
+    Each part is in worker-seconds: ``plan``, ``probe`` and ``report`` are their phases' wall times
+    times ``workers`` (every worker waits on them; ``report`` until rendering began, which follows this
+    record); ``setup``, ``equilibration`` and ``production`` are the simulation calls' own wall times
+    (``segments.jsonl``), ``analysis`` the workers' trajectory analyses. ``idle``: workers with nothing
+    to do while the study ran; ``unused``: the budget not spent. Both are remainders and never negative:
+    the parts add up to ``workers * budget_s``, plus ``overrun`` when more than that was recorded.
+    """
+
+    workers: int
+    budget_s: float
+    elapsed_s: float  # the study's working time when this was recorded
+    plan: float = 0.0
+    probe: float = 0.0
+    setup: float = 0.0
+    equilibration: float = 0.0
+    production: float = 0.0
+    analysis: float = 0.0
+    report: float = 0.0
+    idle: float = 0.0
+    unused: float = 0.0
+    overrun: float = 0.0  # worker-seconds beyond the budget (then ``unused`` is 0)
+    simulation_calls: int = 0  # run_md calls (ledger lines) counted
+    unsplit_calls: int = 0  # of them, recorded without setup/equilibration times: all counted as production
+
+    @property
+    def capacity(self) -> float:
+        """The budget in worker-seconds: what the parts are fractions of."""
+        return self.workers * self.budget_s
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def fractions(self) -> dict[str, float]:
+        """Each part (and the overrun) as a fraction of ``workers * budget_s``."""
+        parts = {name: getattr(self, name) for name in (*TIME_PARTS, "overrun")}
+        return {name: value / self.capacity if self.capacity else 0.0 for name, value in parts.items()}
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def budget_use(self) -> float:
+        """Simulation wall time (setup, equilibration, production) across workers / (workers x budget)."""
+        simulating = sum(getattr(self, name) for name in SIMULATION_PARTS)
+        return simulating / self.capacity if self.capacity else 0.0
+
+
 class StudyRecord(BaseModel):
     """Everything a report shows about one study."""
 
@@ -122,3 +176,4 @@ class StudyRecord(BaseModel):
     budget_s: float | None = None  # the study's wall-time budget; None in records made before it was kept
     outlook: VerdictOutlook | None = None  # set when a verdict needs more than the budget allowed
     allocation: list[JobAllocation] = []  # set when the run was carried by batch jobs (``sciagent submit``)
+    time_breakdown: TimeBreakdown | None = None  # None in records made before it was kept

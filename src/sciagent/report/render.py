@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from sciagent.atomic import write_atomic
 from sciagent.errors import UserError
 from sciagent.redaction import scrub
+from sciagent.report.accounting import time_table
 from sciagent.report.allocation import allocation_table
 from sciagent.report.attribution import NumberCheck, check_text
 from sciagent.report.findings import FINDINGS_LABEL, findings
@@ -184,7 +185,11 @@ def _context(
         "check_line": check.summary(),
         "check": check,
         "provenance": _provenance(record),
-        "allocation": allocation_table(record.allocation),
+        "accounting": [
+            table
+            for table in (time_table(record.time_breakdown), allocation_table(record.allocation))
+            if table is not None
+        ],
     }
 
 

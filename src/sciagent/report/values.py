@@ -12,7 +12,8 @@ condition and quantity its sentence is about*? That needs the study's numbers ta
 - **study values**, which any sentence may cite: counts (conditions, completed, failed, not run,
   verdicts of each kind, temperatures, replicas, adaptations, guardrail changes), the temperatures
   themselves, every plan value, the guardrail changes, the verdict thresholds, the budget (in seconds
-  and minutes), the phase wall times and the verdict outlook.
+  and minutes), the phase wall times, the time breakdown (worker-seconds, seconds per worker and
+  shares of each part) and the verdict outlook.
 
 A negative value also stands for its magnitude, because "105 K below the target" is how people write
 -105. Model-written text (rationale, interpretation) is never a source, so it cannot vouch for itself.
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sciagent.report.metrics import metrics_in_text, metrics_of_field
-from sciagent.report.models import ConditionRecord, StudyRecord
+from sciagent.report.models import TIME_PARTS, ConditionRecord, StudyRecord, TimeBreakdown
 from sciagent.report.numbers import find_numbers, readings
 from sciagent.report.tables import ConditionRow, condition_rows
 
@@ -127,6 +128,8 @@ def _study_level(record: StudyRecord, rows: list[ConditionRow]) -> list[Value]:
         if condition.outcome is not None and condition.outcome.analysis is not None:
             fields += _numeric(condition.outcome.analysis.thresholds, "thresholds.")
     fields += _numeric(record.provenance.phase_wall_times_s, "phase_wall_times_s.")
+    if record.time_breakdown is not None:
+        fields += _time_values(record.time_breakdown)
     if record.budget_s is not None:
         fields += [("budget_s", record.budget_s), ("budget_min", record.budget_s / SECONDS_PER_MINUTE)]
     if record.outlook is not None:
@@ -134,6 +137,20 @@ def _study_level(record: StudyRecord, rows: list[ConditionRow]) -> list[Value]:
         fields += _numeric(outlook.model_dump(include={"needed_production_ps", "estimated_wall_s"}))
         fields.append(("estimated_wall_min", outlook.estimated_wall_s / SECONDS_PER_MINUTE))
     return [Value(v, path, None, frozenset()) for path, v in fields]
+
+
+def _time_values(breakdown: TimeBreakdown) -> list[tuple[str, float]]:
+    """The time breakdown's numbers as its table prints them: totals, per worker, shares, budget use."""
+    fields = _numeric(breakdown.model_dump(mode="json"), "time_breakdown.")
+    total = breakdown.capacity + breakdown.overrun
+    fields += [("time_breakdown.capacity", breakdown.capacity), ("time_breakdown.all", total)]
+    if breakdown.capacity:
+        fields.append(("time_breakdown.all_share", total / breakdown.capacity))
+    if breakdown.workers:
+        parts = {name: getattr(breakdown, name) for name in (*TIME_PARTS, "overrun")}
+        fields += [(f"time_breakdown.{name}_per_worker", v / breakdown.workers) for name, v in parts.items()]
+        fields.append(("time_breakdown.all_per_worker", total / breakdown.workers))
+    return fields
 
 
 def _written(text: str) -> list[float]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -14,11 +15,16 @@ from sciagent.science.spec import MDSpec
 
 
 class SimulationOutcome(BaseModel):
-    """An ``MDResult`` and, when the run completed, the analysis of its trajectory."""
+    """An ``MDResult`` and, when the run completed, the analysis of its trajectory.
+
+    ``analysis_s`` is the analysis' wall time on the worker (None when none ran): the worker is busy
+    for it after the simulation, so the study's time breakdown counts it.
+    """
 
     result: MDResult
     analysis: Analysis | None = None
     analysis_error: str | None = None
+    analysis_s: float | None = None
 
 
 def simulate_and_analyze(
@@ -33,6 +39,7 @@ def simulate_and_analyze(
     if not result.ok:
         return SimulationOutcome(result=result)
     files = RunFiles(Path(result.workdir))
+    began = time.monotonic()
     try:
         analysis = analyze_trajectory(
             files.start_pdb,
@@ -42,7 +49,8 @@ def simulate_and_analyze(
             target_temperature_k=spec.temperature_k,
         )
     except (ValueError, OSError) as exc:
-        return SimulationOutcome(result=result, analysis_error=f"{type(exc).__name__}: {exc}")
+        error = f"{type(exc).__name__}: {exc}"
+        return SimulationOutcome(result=result, analysis_error=error, analysis_s=time.monotonic() - began)
     write_atomic(files.analysis, analysis.model_dump_json(indent=2))
     result.files["analysis"] = str(files.analysis)
-    return SimulationOutcome(result=result, analysis=analysis)
+    return SimulationOutcome(result=result, analysis=analysis, analysis_s=time.monotonic() - began)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import platform
 import socket
+from collections.abc import Callable
 from datetime import datetime, timezone
 from importlib.metadata import version
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import openmm
 
-from sciagent.report.models import ConditionRecord, Provenance, StudyRecord, VerdictOutlook
+from sciagent.report.models import ConditionRecord, Provenance, StudyRecord, TimeBreakdown, VerdictOutlook
 from sciagent.report.render import render_report
 from sciagent.report.tables import HEADERS, condition_rows, display_cells
 from sciagent.workflows.study import prompts
@@ -71,12 +72,14 @@ def write_report(
     step_id: int | None,
     outlook: VerdictOutlook | None = None,
     max_tokens: int | None = None,
+    time_breakdown: Callable[[], TimeBreakdown] | None = None,
 ) -> dict[str, Path]:
     """Ask the model to interpret the table (checked, labelled), then render md, html and json.
 
     ``outlook`` is what a verdict would need when the budget allowed none (the workflow knows the
     measured speed and the verdict's needs); the report prints it with the command that would get one.
     ``max_tokens`` is what the budget leaves the model; too few, and the model is not asked at all.
+    ``time_breakdown`` measures where the time went; it is called last, just before rendering.
     """
     record = build_record(state, ctx.run_dir)
     record.outlook = outlook
@@ -91,6 +94,7 @@ def write_report(
         )
     record.interpretation = decision.value.summary
     record.interpretation_source = decision.source
+    record.time_breakdown = time_breakdown() if time_breakdown else None
     files = render_report(record, ctx.run_dir)
     return {
         "report_md": files.markdown,
