@@ -103,6 +103,17 @@ def test_a_production_too_short_for_a_verdict_is_raised_to_twice_the_documented_
     assert "at least 50 ps" in changes[0].reason
 
 
+def test_a_raised_length_is_open_ended_but_a_plans_own_length_is_its_maximum() -> None:
+    """The guardrail's 100 ps is a floor to aim for, not the scientist's limit: those runs may go on to
+    their deadline (3x the expected length bounds a machine far faster than measured). A plan that asked
+    for 60 ps itself stops there, whatever the budget."""
+    raised, _ = _fit(_plan(production_ps=2), budget_s=3600)
+    assert raised.production_ps == pytest.approx(100.0)
+    assert raised.max_production_steps == 3 * raised.production_steps
+    own, _ = _fit(_plan(production_ps=60), budget_s=3600)
+    assert own.max_production_steps == own.production_steps  # control: the plan's own length holds
+
+
 def test_a_raised_production_is_cut_to_the_budget_but_not_below_the_minimum() -> None:
     """Two runs on two workers at 100 steps/s: 300 s fit about 96 ps each at 4 fs, not 100."""
     fitted, changes = _fit(_plan(production_ps=2, timestep_fs=4, hydrogen_mass_repartitioning=True), 300)

@@ -136,6 +136,19 @@ def test_the_live_estimate_drops_the_mildest_elevated_temperature(tmp_path: Path
     assert tasks["T350-r1/run1/attempt1"] == "cancelled"
 
 
+def test_control_without_a_shortfall_no_condition_is_dropped(tmp_path: Path) -> None:
+    """The same three temperatures and budget, with runs planned for 1 ps (`min_production_ps = 1`):
+    every run can reach its minimum, so the live estimate drops nothing and all three complete."""
+    plan = villin_plan(elevated_temperatures_k=[350, 400])
+    completed, _ = _study(tmp_path, plan, "extensions = 0\nmin_production_ps = 1\n", "--budget", "75s")
+    assert completed.returncode == 0, completed.stderr
+    record = _record(completed)
+    assert [c["name"] for c in record["conditions"]] == ["T300-r1", "T350-r1", "T400-r1"], record[
+        "guardrail_changes"
+    ]
+    assert not [c for c in record["guardrail_changes"] if "live estimate drops" in c["reason"]]
+
+
 def test_a_run_killed_in_deadline_bounded_production_resumes_under_the_same_rule(tmp_path: Path) -> None:
     """SIGKILL while both runs are in production, then `sciagent resume`: each run continues from its
     checkpoint with a deadline derived again from the budget then left (not the old timestamp), ends

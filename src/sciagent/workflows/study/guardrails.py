@@ -63,6 +63,10 @@ class Limits:
     # 300 K: the default study's own seed, 3 runs of 3 at 50 ps; stable at 75 and 100 ps); twice the
     # minimum gives the drift test a window of 50 ps.
     raised_production_factor: float = 2.0
+    # A length the guardrail chose (the plan's own was too short for a verdict) is not one the scientist
+    # set: those runs go until their deadline, and their maximum, this multiple of the expected length,
+    # only bounds a machine far faster than measured (the budget is the user's promise: use it).
+    open_ended_factor: float = 3.0
     floor_production_ps: float = 2.0  # when no verdict fits: shorter runs tell nothing at all
     # Equilibration brings the system to temperature: Langevin at 1/ps needs ~2 ps; the structure's
     # own relaxation happens in production, whose first half the drift test leaves out anyway.
@@ -207,11 +211,12 @@ def fit_plan(
         replicas, temperatures = drop_one(replicas, temperatures)
     if (len(temperatures), replicas) != (len(plan.temperatures_k), plan.replicas):
         changes.append(_runs_change(plan, temperatures, replicas, f"at most {limits.max_conditions} runs"))
-    if plan.production_ps < limits.min_production_ps:
+    open_ended = plan.production_ps < limits.min_production_ps
+    if open_ended:
         raised = limits.raised_production_factor * limits.min_production_ps
         why = (
-            f"a stability verdict needs at least {limits.min_production_ps:g} ps per run; {raised:g} ps"
-            " where the budget allows, so that a run still settling at the minimum can be judged"
+            f"a stability verdict needs at least {limits.min_production_ps:g} ps per run; {raised:g} ps or"
+            " more where the budget allows, so that a run still settling at the minimum can be judged"
         )
         changes.append(_change("production_ps", plan.production_ps, raised, why))
         plan = plan.model_copy(update={"production_ps": raised})
@@ -220,7 +225,7 @@ def fit_plan(
         known = measure(plan)
         if known is None:  # provisional: no speed to fit to, and no physics choice it could change
             steps = _steps(limits.min_production_ps, plan.timestep_fs, limits)
-            return _sized(plan, temperatures, replicas, steps, None, limits, None), changes
+            return _sized(plan, temperatures, replicas, steps, None, limits, None, open_ended), changes
         measured[plan.solvent] = known
 
     def measure_once(candidate: StudyPlan) -> Throughput:  # one measurement per system (solvent)
@@ -267,7 +272,7 @@ def fit_plan(
             + "): raise --budget"
             + (" or --max-simulation-time" if left.max_run_s else "")
         )
-    fitted = _sized(plan, temperatures, replicas, total, throughput, limits, verdict_possible)
+    fitted = _sized(plan, temperatures, replicas, total, throughput, limits, verdict_possible, open_ended)
     if fitted.production_ps < plan.production_ps - 1e-9:
         reason = (
             f"fits the {allowance().budget_s:.0f} s left at {throughput.steps_per_s:.0f} steps/s on "
@@ -348,8 +353,11 @@ def _sized(
     throughput: Throughput | None,
     limits: Limits,
     verdict_possible: bool | None,
+    open_ended: bool = False,
 ) -> FittedPlan:
-    """Step counts for a production as long as the plan asks, or as ``affordable_steps`` allows."""
+    """Step counts for a production as long as the plan asks, or as ``affordable_steps`` allows; an
+    ``open_ended`` plan (its length the guardrail's, not the scientist's) may run to ``open_ended_factor``
+    times the expected length before its deadline."""
     wanted = math.ceil(plan.production_ps * 1000.0 / plan.timestep_fs)
     if _steps(plan.production_ps, plan.timestep_fs, limits) <= affordable_steps:
         production = wanted
@@ -358,6 +366,9 @@ def _sized(
     report_interval = _report_interval(production, limits.frames_per_run)
     production = max(report_interval, production // report_interval * report_interval)
     longest = max(production, math.ceil(wanted / report_interval) * report_interval)
+    if open_ended:
+        runway = math.ceil(limits.open_ended_factor * production / report_interval) * report_interval
+        longest = max(longest, runway)
     equilibration = _equilibration_steps(production, plan.timestep_fs, limits)
     runs = len(temperatures) * replicas
     estimated_wall_s = _wall_s(production + equilibration, runs, throughput, limits) if throughput else None
