@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shlex
-import stat
 import sys
 import threading
 import time
@@ -38,6 +36,7 @@ from sciagent.agent.session import SESSION_KIND, run_kind
 from sciagent.console import err_console, format_eta
 from sciagent.science.outputs import RunFiles
 from sciagent.science.spec import MDSpec
+from sciagent.science.state_rows import last_state_row
 from sciagent.tools.approval import ApprovalRequest, Verdict
 
 log = logging.getLogger(__name__)
@@ -45,7 +44,6 @@ log = logging.getLogger(__name__)
 GRACE_S = 2.0  # work over sooner than this prints nothing: no browser is needed for it
 POLL_S = 1.0  # the status shows whole seconds
 PLAIN_EVERY_S = 10.0  # a running thing's plain line at most this often, so long logs stay readable
-_TAIL_BYTES = 4096  # enough for the last row of a state.csv
 
 Running = dict[str, str]  # what is running now, by a key that stays the same while it runs
 
@@ -401,8 +399,7 @@ class SimulationProgress(Watch):
 class StateFile:
     """A simulation's ``state.csv``: its last row as progress (%, steps/s, time left).
 
-    A session's directory is written by model code too, so the file is opened without following a link
-    and without blocking, and read only if it is a regular file (a FIFO there would hang the command).
+    Read as ``science/state_rows.py`` reads it: no link followed, no FIFO opened, complete rows only.
     """
 
     path: Path
@@ -413,7 +410,7 @@ class StateFile:
     def read(self, since: float) -> tuple[str, bool] | None:
         """The progress line and whether the run is through, or None: no rows yet, not written since
         ``since`` (an earlier turn's run), not a regular file, or its last row already told."""
-        row = self._last_row(since)
+        row = last_state_row(self.path, since)
         if row is None:
             return None
         step, total = int(float(row["step"])), self.spec.total_steps
@@ -429,26 +426,6 @@ class StateFile:
             if not done:
                 text += f" · ETA {format_eta((total - step) / rate)}"
         return text, done
-
-    def _last_row(self, since: float) -> dict[str, str] | None:
-        """The last complete row (a row being written has no line end yet), by the file's own header."""
-        try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        except OSError:
-            return None
-        try:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode) or info.st_mtime < since:
-                return None
-            head = os.pread(fd, _TAIL_BYTES, 0).decode(errors="replace")
-            tail = os.pread(fd, _TAIL_BYTES, max(0, info.st_size - _TAIL_BYTES)).decode(errors="replace")
-        finally:
-            os.close(fd)
-        header = head.splitlines()[0] if "\n" in head else ""
-        rows = tail[: tail.rfind("\n")].splitlines()
-        if not rows or rows[-1] == header or "step" not in header.split(","):
-            return None
-        return dict(zip(header.split(","), rows[-1].split(","), strict=False))
 
 
 def _steps_per_s(speed_ns_day: str, timestep_fs: float) -> float | None:

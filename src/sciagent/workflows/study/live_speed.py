@@ -1,39 +1,26 @@
 """Live speed: how fast each running simulation goes, read from the tail of its state CSV.
 
 Workers already write one CSV row per report step (phase, step, ...); the runner reads only the last
-few hundred bytes of each running local condition's file once a loop, so watching costs the workers
+few kilobytes of each running local condition's file once a loop, so watching costs the workers
 nothing (no extra writes in the step loop). A last line still being written is skipped. A remote
 site's files are not on this filesystem: there is no live speed there.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-_TAIL_BYTES = 512  # a few rows of the CSV: enough to hold one complete last row
+from sciagent.science.state_rows import last_state_row
+
 WINDOW_S = 30.0  # the rate is measured over the newest this many seconds...
 MIN_SPAN_S = 10.0  # ...and not at all from less (a report step or two says little)
 
 
-def last_row(path: Path) -> tuple[str, int] | None:
-    """The (phase, step) of the last complete row of a state CSV, or None when it has none yet."""
-    try:
-        with open(path, "rb") as handle:
-            size = handle.seek(0, os.SEEK_END)
-            start = max(0, size - _TAIL_BYTES)
-            handle.seek(start)
-            tail = handle.read()
-    except FileNotFoundError:
-        return None
-    lines = tail.split(b"\n")[:-1]  # the last piece has no newline yet: still being written
-    if start > 0:
-        lines = lines[1:]  # the first piece was cut by the seek
-    for line in reversed(lines):
-        fields = line.split(b",")
-        if len(fields) >= 2 and fields[1].strip().isdigit():
-            return fields[0].decode(errors="replace"), int(fields[1])
-    return None
+def _phase_and_step(path: Path) -> tuple[str, int] | None:
+    """The (phase, step) of the state CSV's last complete row, or None when it has none yet."""
+    row = last_state_row(path)
+    step = (row or {}).get("step", "").strip()
+    return (row.get("phase", ""), int(step)) if row and step.isdigit() else None
 
 
 class LiveSpeed:
@@ -44,7 +31,7 @@ class LiveSpeed:
 
     def observe(self, name: str, path: Path, now: float) -> int | None:
         """Read ``path``'s last row at ``now``; return the step it reached (None: no row yet)."""
-        row = last_row(path)
+        row = _phase_and_step(path)
         if row is None:
             return None
         samples = self._samples.setdefault(name, [])
